@@ -1,0 +1,215 @@
+#include "qround/problem.hpp"
+
+#include <fmt/format.h>
+
+#include "qround/detail/syrk.hpp"
+#include "qround/scale_search.hpp"
+
+namespace qround {
+namespace {
+
+// Tokens converted to double per pass: bounds the temporary to chunk × in doubles.
+constexpr Index kTokenChunk = 1024;
+
+Eigen::MatrixXd to_double(const MatrixFRef& x, Index row0, Index n) {
+  return x.middleRows(row0, n).cast<double>();
+}
+
+}  // namespace
+
+LayerProblem::LayerProblem(const MatrixFRef& weights, LayerProblemOptions options)
+    : options_(options), weights_(weights) {
+  if (weights_.rows() == 0 || weights_.cols() == 0)
+    throw InvalidArgument(fmt::format("weights are {}×{}: expected a non-empty out × in matrix",
+                                      weights_.rows(), weights_.cols()));
+  require_finite(weights_, "weight matrix");
+  h_ = MatrixD::Zero(cols(), cols());
+}
+
+LayerProblem LayerProblem::from_hessian(const MatrixFRef& weights, const MatrixDRef& hessian,
+                                        Index tokens) {
+  LayerProblem p(weights);
+  if (hessian.rows() != p.cols() || hessian.cols() != p.cols())
+    throw InvalidArgument(fmt::format("Hessian is {}×{}, expected {}×{} (in × in)",
+                                      hessian.rows(), hessian.cols(), p.cols(), p.cols()));
+  if (tokens <= 0)
+    throw InvalidArgument(fmt::format("token count {} must be positive", tokens));
+  for (Index i = 0; i < hessian.rows(); ++i)
+    for (Index j = 0; j < hessian.cols(); ++j) {
+      if (!std::isfinite(hessian(i, j)))
+        throw InvalidArgument(fmt::format("Hessian has a non-finite value at ({}, {})", i, j));
+      const double tol = 1e-9 * (std::fabs(hessian(i, j)) + std::fabs(hessian(j, i))) + 1e-300;
+      if (std::fabs(hessian(i, j) - hessian(j, i)) > tol)
+        throw InvalidArgument(fmt::format("Hessian is not symmetric at ({}, {}): {} vs {}", i, j,
+                                          hessian(i, j), hessian(j, i)));
+    }
+  p.h_ = hessian;
+  p.tokens_ = tokens;
+  return p;
+}
+
+void LayerProblem::append_rows(MatrixF& store, const MatrixFRef& x) {
+  const Index old = store.rows();
+  store.conservativeResize(old + x.rows(), cols());
+  store.bottomRows(x.rows()) = x;
+}
+
+void LayerProblem::add_batch(const MatrixFRef& x) {
+  if (has_target_)
+    throw InvalidArgument("this problem has an asymmetric target: add batches as "
+                          "(x_quantized, x_float) pairs");
+  if (x.cols() != cols())
+    throw InvalidArgument(fmt::format("calibration batch is {}×{}, expected tokens × {} (in)",
+                                      x.rows(), x.cols(), cols()));
+  if (x.rows() == 0) return;
+  require_finite(x, "calibration batch");
+  for (Index t = 0; t < x.rows(); t += kTokenChunk) {
+    const Eigen::MatrixXd xd = to_double(x, t, std::min(kTokenChunk, x.rows() - t));
+    detail::accumulate_gram(h_, xd, xd, /*symmetric=*/true);
+  }
+  tokens_ += x.rows();
+  if (options_.retain_activations) append_rows(x_retained_, x);
+  derived_valid_ = false;
+}
+
+void LayerProblem::add_batch(const MatrixFRef& x_quantized, const MatrixFRef& x_float) {
+  if (x_quantized.cols() != cols() || x_float.cols() != cols() ||
+      x_quantized.rows() != x_float.rows())
+    throw InvalidArgument(fmt::format(
+        "target batch shapes {}×{} (quantized) and {}×{} (float) must match, with {} inputs",
+        x_quantized.rows(), x_quantized.cols(), x_float.rows(), x_float.cols(), cols()));
+  if (!has_target_ && tokens_ > 0)
+    throw InvalidArgument("batches without a target were already added: an asymmetric target "
+                          "must be given from the first batch on");
+  if (x_quantized.rows() == 0) return;
+  require_finite(x_quantized, "calibration batch (quantized inputs)");
+  require_finite(x_float, "calibration batch (float inputs)");
+  if (!has_target_) {
+    has_target_ = true;
+    c_ = MatrixD::Zero(cols(), cols());
+    hxx_ = MatrixD::Zero(cols(), cols());
+  }
+  for (Index t = 0; t < x_quantized.rows(); t += kTokenChunk) {
+    const Index n = std::min(kTokenChunk, x_quantized.rows() - t);
+    const Eigen::MatrixXd xq = to_double(x_quantized, t, n);
+    const Eigen::MatrixXd xf = to_double(x_float, t, n);
+    detail::accumulate_gram(h_, xq, xq, true);
+    detail::accumulate_gram(c_, xq, xf, false);
+    detail::accumulate_gram(hxx_, xf, xf, true);
+  }
+  tokens_ += x_quantized.rows();
+  if (options_.retain_activations) {
+    append_rows(x_retained_, x_quantized);
+    append_rows(x_target_retained_, x_float);
+  }
+  derived_valid_ = false;
+}
+
+const MatrixD& LayerProblem::hessian() const { return h_; }
+const MatrixD& LayerProblem::cross() const { return has_target_ ? c_ : h_; }
+const MatrixD& LayerProblem::target_hessian() const { return has_target_ ? hxx_ : h_; }
+
+const MatrixD& LayerProblem::target_residual() const {
+  ensure_derived();
+  return r_;
+}
+
+const MatrixF& LayerProblem::activations() const {
+  if (!options_.retain_activations)
+    throw InvalidArgument("activations were not retained: set "
+                          "LayerProblemOptions::retain_activations before adding batches");
+  return x_retained_;
+}
+
+const MatrixF& LayerProblem::target_activations() const {
+  activations();
+  return has_target_ ? x_target_retained_ : x_retained_;
+}
+
+void LayerProblem::require_calibration() const {
+  if (tokens_ == 0)
+    throw InvalidArgument("empty calibration: add at least one batch of inputs (tokens × in) "
+                          "before evaluating or rounding");
+}
+
+void LayerProblem::require_shape(const MatrixFRef& w_hat, const char* what) const {
+  if (w_hat.rows() != rows() || w_hat.cols() != cols())
+    throw InvalidArgument(fmt::format("{} is {}×{}, expected {}×{} (out × in)", what,
+                                      w_hat.rows(), w_hat.cols(), rows(), cols()));
+}
+
+void LayerProblem::ensure_derived() const {
+  require_calibration();
+  std::lock_guard<std::mutex> lock(*derived_mutex_);
+  if (derived_valid_) return;
+  const MatrixD w = weights_.cast<double>();
+  const MatrixD wh = w * h_;
+  if (has_target_) {
+    const MatrixD wct = w * c_.transpose();
+    const MatrixD whxx = w * hxx_;
+    r_ = wh - wct;
+    baseline_rows_ = (w.cwiseProduct(whxx) - 2.0 * w.cwiseProduct(wct) + w.cwiseProduct(wh))
+                         .rowwise()
+                         .sum();
+    energy_ = w.cwiseProduct(whxx).sum();
+  } else {
+    r_ = MatrixD::Zero(rows(), cols());
+    baseline_rows_ = VectorD::Zero(rows());
+    energy_ = w.cwiseProduct(wh).sum();
+  }
+  derived_valid_ = true;
+}
+
+double LayerProblem::output_energy() const {
+  ensure_derived();
+  return energy_;
+}
+
+double LayerProblem::baseline_loss() const {
+  ensure_derived();
+  return baseline_rows_.sum();
+}
+
+VectorD LayerProblem::row_losses(const MatrixFRef& w_hat) const {
+  require_shape(w_hat, "candidate weights");
+  ensure_derived();
+  const MatrixD delta = w_hat.cast<double>() - weights_.cast<double>();
+  const MatrixD dh = delta * h_;
+  VectorD out(rows());
+  for (Index i = 0; i < rows(); ++i)
+    out[i] = dh.row(i).dot(delta.row(i)) + 2.0 * delta.row(i).dot(r_.row(i)) + baseline_rows_[i];
+  return out;
+}
+
+double LayerProblem::loss(const MatrixFRef& w_hat) const {
+  const VectorD per_row = row_losses(w_hat);
+  double total = 0.0;
+  for (Index i = 0; i < per_row.size(); ++i) total += per_row[i];  // fixed order
+  return total;
+}
+
+double LayerProblem::relative_loss(const MatrixFRef& w_hat) const {
+  const double l = loss(w_hat);
+  const double e = output_energy();
+  if (e > 0.0) return l / e;
+  return l == 0.0 ? 0.0 : std::numeric_limits<double>::infinity();
+}
+
+MatrixF LayerProblem::gradient(const MatrixFRef& w_hat) const {
+  require_shape(w_hat, "candidate weights");
+  ensure_derived();
+  const MatrixD delta = w_hat.cast<double>() - weights_.cast<double>();
+  MatrixD g = delta * h_;
+  g += r_;
+  return (2.0 * g).cast<float>();
+}
+
+Grid make_grid(const LayerProblem& problem, const GridSpec& spec) {
+  if (spec.search == ScaleSearch::kHessian) {
+    problem.require_calibration();
+    return make_grid(problem.weights(), spec, problem.hessian_diagonal());
+  }
+  return make_grid(problem.weights(), spec);
+}
+
+}  // namespace qround
