@@ -43,6 +43,10 @@ LayerProblem LayerProblem::from_hessian(const MatrixFRef& weights, const MatrixD
         throw InvalidArgument(fmt::format("Hessian is not symmetric at ({}, {}): {} vs {}", i, j,
                                           hessian(i, j), hessian(j, i)));
     }
+  for (Index i = 0; i < hessian.rows(); ++i)
+    if (hessian(i, i) < 0.0)
+      throw InvalidArgument(fmt::format("Hessian diagonal ({}, {}) = {} is negative: XᵀX is "
+                                        "positive semi-definite", i, i, hessian(i, i)));
   p.h_ = hessian;
   p.tokens_ = tokens;
   return p;
