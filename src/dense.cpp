@@ -1,0 +1,215 @@
+#include "qround/detail/dense.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "kernels/gemm_f64.hpp"
+#include "qround/error.hpp"
+
+namespace qround::detail {
+namespace {
+
+using kernels::kGemmMr;
+using kernels::kGemmNr;
+
+// Cache blocking: a kc × nc block of B (panels of kGemmNr columns) is shared by all threads; each
+// work item packs an mc × kc block of A (panels of kGemmMr rows, L2-sized) and sweeps a chunk of
+// kJrChunk B panels with it.
+constexpr Index kKc = 256;
+constexpr Index kMc = 96;
+constexpr Index kNc = 2400;
+constexpr Index kJrChunk = 8;
+// Below this many multiply-adds the product runs on one thread (a parallel region costs more).
+constexpr double kParallelWork = 4e6;
+
+static_assert(kMc % kGemmMr == 0 && kNc % kGemmNr == 0, "blocks must hold whole panels");
+
+bool cpu_has_avx512() {
+#if defined(QROUND_HAVE_AVX512VNNI) && (defined(__GNUC__) || defined(__clang__))
+  // The kernel's translation unit is compiled with F/BW/VL/DQ/VNNI; libgcc checks OS (XCR0) state.
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
+struct KernelChoice {
+  kernels::GemmF64Kernel fn;
+  const char* name;
+};
+
+KernelChoice choose_kernel() {
+  const char* forced = std::getenv("QROUND_ISA");
+  const bool allow_avx512 =
+      forced == nullptr || *forced == '\0' || std::strcmp(forced, "avx512vnni") == 0;
+#ifdef QROUND_HAVE_AVX512VNNI
+  if (allow_avx512 && cpu_has_avx512()) return {kernels::gemm_f64_kernel_avx512, "avx512"};
+#else
+  (void)allow_avx512;
+#endif
+  return {kernels::gemm_f64_kernel_scalar, "scalar"};
+}
+
+std::atomic<int> force_portable{0};
+
+const KernelChoice& kernel() {
+  static const KernelChoice choice = choose_kernel();
+  static const KernelChoice portable{kernels::gemm_f64_kernel_scalar, "scalar"};
+  return force_portable.load() > 0 ? portable : choice;
+}
+
+template <typename T>
+double element(const T* p, Index r, Index c, const DenseView& v) {
+  return static_cast<double>(p[r * v.row_stride + c * v.col_stride]);
+}
+
+// Packs rows [i0, i0 + mc) × k [p0, p0 + kc) of `a` as kGemmMr-row panels: panel q holds
+// dst[q·kc·MR + k·MR + r] = a(i0 + q·MR + r, p0 + k), zero past the last row.
+template <typename T>
+void pack_a(const T* p, const DenseView& a, Index i0, Index mc, Index p0, Index kc, double* dst) {
+  for (Index q = 0; q < mc; q += kGemmMr) {
+    const Index rows = std::min<Index>(kGemmMr, mc - q);
+    double* panel = dst + q * kc;
+    if (rows < kGemmMr) std::fill(panel, panel + kc * kGemmMr, 0.0);
+    if (a.col_stride == 1) {  // rows contiguous in k
+      for (Index r = 0; r < rows; ++r)
+        for (Index k = 0; k < kc; ++k) panel[k * kGemmMr + r] = element(p, i0 + q + r, p0 + k, a);
+    } else {
+      for (Index k = 0; k < kc; ++k)
+        for (Index r = 0; r < rows; ++r) panel[k * kGemmMr + r] = element(p, i0 + q + r, p0 + k, a);
+    }
+  }
+}
+
+// Packs k [p0, p0 + kc) × columns [j0, j0 + width) of `b` as one kGemmNr-column panel:
+// dst[k·NR + j] = b(p0 + k, j0 + j), zero past the last column.
+template <typename T>
+void pack_b(const T* p, const DenseView& b, Index p0, Index kc, Index j0, Index width,
+            double* dst) {
+  if (width < kGemmNr) std::fill(dst, dst + kc * kGemmNr, 0.0);
+  if (b.col_stride == 1) {
+    for (Index k = 0; k < kc; ++k)
+      for (Index j = 0; j < width; ++j) dst[k * kGemmNr + j] = element(p, p0 + k, j0 + j, b);
+  } else {
+    for (Index j = 0; j < width; ++j)
+      for (Index k = 0; k < kc; ++k) dst[k * kGemmNr + j] = element(p, p0 + k, j0 + j, b);
+  }
+}
+
+void pack_a_any(const DenseView& a, Index i0, Index mc, Index p0, Index kc, double* dst) {
+  if (a.f32)
+    pack_a(a.f32, a, i0, mc, p0, kc, dst);
+  else
+    pack_a(a.f64, a, i0, mc, p0, kc, dst);
+}
+
+void pack_b_any(const DenseView& b, Index p0, Index kc, Index j0, Index width, double* dst) {
+  if (b.f32)
+    pack_b(b.f32, b, p0, kc, j0, width, dst);
+  else
+    pack_b(b.f64, b, p0, kc, j0, width, dst);
+}
+
+void check_view(const DenseView& v, const char* what) {
+  if ((v.f32 == nullptr) == (v.f64 == nullptr) && v.rows * v.cols != 0)
+    throw InvalidArgument(fmt::format("dense view {} must have exactly one data pointer", what));
+}
+
+}  // namespace
+
+DenseView view(const MatrixFRef& m) {
+  return {m.data(), nullptr, m.rows(), m.cols(), m.outerStride(), 1};
+}
+DenseView view(const MatrixDRef& m) {
+  return {nullptr, m.data(), m.rows(), m.cols(), m.outerStride(), 1};
+}
+
+const char* dense_kernel_name() { return kernel().name; }
+
+ScopedPortableDenseKernel::ScopedPortableDenseKernel() { ++force_portable; }
+ScopedPortableDenseKernel::~ScopedPortableDenseKernel() { --force_portable; }
+
+void gemm_accumulate(const DenseView& a, const DenseView& b, Eigen::Ref<MatrixD> c,
+                     bool upper_only) {
+  check_view(a, "a");
+  check_view(b, "b");
+  if (a.cols != b.rows || c.rows() != a.rows || c.cols() != b.cols)
+    throw InvalidArgument(fmt::format("gemm shapes do not agree: {}×{} · {}×{} into {}×{}", a.rows,
+                                      a.cols, b.rows, b.cols, c.rows(), c.cols()));
+  const Index m = a.rows, n = b.cols, k = a.cols;
+  if (m == 0 || n == 0 || k == 0) return;
+  const kernels::GemmF64Kernel kern = kernel().fn;
+  double* const cdata = c.data();
+  const Index ldc = c.outerStride();
+  const Index nc_max = std::min(kNc, n);
+  const Index panels_max = (nc_max + kGemmNr - 1) / kGemmNr;
+  std::vector<double> bpack(static_cast<size_t>(panels_max * kGemmNr * std::min(kKc, k)));
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+
+#pragma omp parallel if (work > kParallelWork)
+  {
+    std::vector<double> apack(static_cast<size_t>(kMc * std::min(kKc, k)));
+    for (Index jc = 0; jc < n; jc += kNc) {
+      const Index nc = std::min(kNc, n - jc);
+      const Index panels = (nc + kGemmNr - 1) / kGemmNr;
+      const Index chunks = (panels + kJrChunk - 1) / kJrChunk;
+      const Index row_blocks = (m + kMc - 1) / kMc;
+      for (Index pc = 0; pc < k; pc += kKc) {
+        const Index kc = std::min(kKc, k - pc);
+#pragma omp for schedule(static)
+        for (Index q = 0; q < panels; ++q)
+          pack_b_any(b, pc, kc, jc + q * kGemmNr, std::min<Index>(kGemmNr, nc - q * kGemmNr),
+                     bpack.data() + q * kGemmNr * kc);
+          // Each output tile belongs to exactly one item, so the update order per element is fixed.
+#pragma omp for schedule(dynamic, 1)
+        for (Index item = 0; item < row_blocks * chunks; ++item) {
+          const Index i0 = (item / chunks) * kMc, mc = std::min(kMc, m - i0);
+          const Index q0 = (item % chunks) * kJrChunk, q1 = std::min(panels, q0 + kJrChunk);
+          if (upper_only && jc + std::min(nc, q1 * kGemmNr) <= i0) continue;
+          pack_a_any(a, i0, mc, pc, kc, apack.data());
+          for (Index q = q0; q < q1; ++q) {
+            const Index j0 = jc + q * kGemmNr;
+            const int nr = static_cast<int>(std::min<Index>(kGemmNr, jc + nc - j0));
+            for (Index r = 0; r < mc; r += kGemmMr) {
+              const Index i = i0 + r;
+              if (upper_only && j0 + nr <= i) continue;  // tile entirely below the diagonal
+              kern(kc, apack.data() + r * kc, bpack.data() + q * kGemmNr * kc, cdata + i * ldc + j0,
+                   ldc, static_cast<int>(std::min<Index>(kGemmMr, m - i)), nr);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+MatrixD multiply(const DenseView& a, const DenseView& b) {
+  MatrixD c = MatrixD::Zero(a.rows, b.cols);
+  gemm_accumulate(a, b, c);
+  return c;
+}
+
+void mirror_upper_to_lower(Eigen::Ref<MatrixD> h) {
+  const Index n = h.rows();
+  constexpr Index kBlock = 64;  // transpose block by block to stay in cache
+  const Index blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(dynamic, 1) if (static_cast <double>(n) * n > kParallelWork)
+  for (Index bi = 0; bi < blocks; ++bi)
+    for (Index bj = 0; bj <= bi; ++bj)
+      for (Index i = bi * kBlock; i < std::min(n, (bi + 1) * kBlock); ++i)
+        for (Index j = bj * kBlock; j < std::min(i, (bj + 1) * kBlock); ++j) h(i, j) = h(j, i);
+}
+
+void syrk_accumulate(const DenseView& x, Eigen::Ref<MatrixD> h) {
+  gemm_accumulate(x.transposed(), x, h, /*upper_only=*/true);
+  mirror_upper_to_lower(h);
+}
+
+}  // namespace qround::detail
