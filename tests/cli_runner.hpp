@@ -2,44 +2,19 @@
 #pragma once
 
 #include <sys/wait.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include "test_helpers.hpp"
 
 namespace qround::testing {
 
 struct CliResult {
   int exit_code = -1;
   std::string out, err;
-};
-
-inline const char* cli_path() { return QROUND_CLI_PATH; }
-
-// A fresh directory under the system temp dir, removed when the object dies.
-class TempDir {
- public:
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path_ = std::filesystem::temp_directory_path() /
-            ("qround-test-" + tag + "-" + std::to_string(::getpid()) + "-" +
-             std::to_string(counter++));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
 };
 
 inline std::string slurp(const std::string& path) {
@@ -49,11 +24,12 @@ inline std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-// `args` is appended to the binary's path as is (quote paths with spaces yourself).
+// `args` is appended to the binary's path as is (quote paths with spaces yourself); `env` is
+// prepended (e.g. "QROUND_ISA=scalar").
 inline CliResult run_cli(const std::string& args, const std::string& env = "") {
-  TempDir tmp("cli");
-  const std::string out = tmp / "stdout", err = tmp / "stderr";
-  const std::string cmd = env + (env.empty() ? "" : " ") + "'" + cli_path() + "' " + args +
+  TempDir tmp;
+  const std::string out = tmp.file("stdout"), err = tmp.file("stderr");
+  const std::string cmd = env + (env.empty() ? "" : " ") + "'" + QROUND_CLI_PATH + "' " + args +
                           " >'" + out + "' 2>'" + err + "' </dev/null";
   const int status = std::system(cmd.c_str());
   CliResult r;

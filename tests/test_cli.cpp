@@ -5,6 +5,8 @@
 #include <regex>
 #include <sstream>
 
+#include "test_helpers.hpp"
+
 #include "cli_runner.hpp"
 
 namespace qround {

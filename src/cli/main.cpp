@@ -19,6 +19,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"info", qround::cli::run_info, "version, SIMD paths compiled and detected, threads"},
+    {"quantize", qround::cli::run_quantize, "round one layer's weights with a chosen method"},
     {"demo", qround::cli::run_demo, "every method at 4, 3 and 2 bits on an LLM-like layer"},
 };
 
