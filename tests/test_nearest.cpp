@@ -95,6 +95,8 @@ TEST(Nearest, RealLayersReproduceMinMaxReference) {
   EXPECT_GT(compared, 100000);
   EXPECT_LE(mismatches, ties);
   RecordProperty("ties", static_cast<int>(ties));
+  RecordProperty("mismatches", static_cast<int>(mismatches));
+  RecordProperty("compared", static_cast<int>(compared));
 }
 
 TEST(Nearest, ReportDescribesTheRun) {
