@@ -24,6 +24,9 @@ constexpr Index kKc = 256;
 constexpr Index kMc = 96;
 constexpr Index kNc = 2400;
 constexpr Index kJrChunk = 8;
+// With at least this many row blocks there is parallelism enough over rows alone: a work item then
+// sweeps all B panels of the block, so its packed A block is not repacked per column chunk.
+constexpr Index kRowBlocksForWholeChunks = 8;
 // Below this many multiply-adds the product runs on one thread (a parallel region costs more).
 constexpr double kParallelWork = 4e6;
 
@@ -42,6 +45,7 @@ bool cpu_has_avx512() {
 
 struct KernelChoice {
   kernels::GemmF64Kernel fn;
+  kernels::GemmF64DotKernel dot;
   const char* name;
 };
 
@@ -50,18 +54,20 @@ KernelChoice choose_kernel() {
   const bool allow_avx512 =
       forced == nullptr || *forced == '\0' || std::strcmp(forced, "avx512vnni") == 0;
 #ifdef QROUND_HAVE_AVX512VNNI
-  if (allow_avx512 && cpu_has_avx512()) return {kernels::gemm_f64_kernel_avx512, "avx512"};
+  if (allow_avx512 && cpu_has_avx512())
+    return {kernels::gemm_f64_kernel_avx512, kernels::gemm_f64_dot_kernel_avx512, "avx512"};
 #else
   (void)allow_avx512;
 #endif
-  return {kernels::gemm_f64_kernel_scalar, "scalar"};
+  return {kernels::gemm_f64_kernel_scalar, kernels::gemm_f64_dot_kernel_scalar, "scalar"};
 }
 
 std::atomic<int> force_portable{0};
 
 const KernelChoice& kernel() {
   static const KernelChoice choice = choose_kernel();
-  static const KernelChoice portable{kernels::gemm_f64_kernel_scalar, "scalar"};
+  static const KernelChoice portable{kernels::gemm_f64_kernel_scalar,
+                                     kernels::gemm_f64_dot_kernel_scalar, "scalar"};
   return force_portable.load() > 0 ? portable : choice;
 }
 
@@ -136,20 +142,25 @@ const char* dense_kernel_name() { return kernel().name; }
 ScopedPortableDenseKernel::ScopedPortableDenseKernel() { ++force_portable; }
 ScopedPortableDenseKernel::~ScopedPortableDenseKernel() { --force_portable; }
 
-void gemm_accumulate(const DenseView& a, const DenseView& b, Eigen::Ref<MatrixD> c,
-                     bool upper_only) {
-  check_view(a, "a");
-  check_view(b, "b");
-  if (a.cols != b.rows || c.rows() != a.rows || c.cols() != b.cols)
-    throw InvalidArgument(fmt::format("gemm shapes do not agree: {}×{} · {}×{} into {}×{}", a.rows,
-                                      a.cols, b.rows, b.cols, c.rows(), c.cols()));
+namespace {
+
+// B panels per work item for an m-row product.
+Index jr_chunk_for(Index m) {
+  return (m + kMc - 1) / kMc >= kRowBlocksForWholeChunks ? kNc / kGemmNr : kJrChunk;
+}
+
+// The blocked loop nest shared by every product. For each tile it calls
+//   sink(kc, a_panel, b_panel, i, j0, mr, nr, chunk)
+// where `chunk` numbers the column chunk globally. A (row block, chunk) pair belongs to one work
+// item per k block, and k blocks run in order, so every sink sees its tiles in a fixed order
+// whatever the number of threads.
+template <typename Sink>
+void blocked_product(const DenseView& a, const DenseView& b, bool upper_only, Sink sink) {
   const Index m = a.rows, n = b.cols, k = a.cols;
-  if (m == 0 || n == 0 || k == 0) return;
-  const kernels::GemmF64Kernel kern = kernel().fn;
-  double* const cdata = c.data();
-  const Index ldc = c.outerStride();
   const Index nc_max = std::min(kNc, n);
   const Index panels_max = (nc_max + kGemmNr - 1) / kGemmNr;
+  const Index jr_chunk = jr_chunk_for(m);  // depends on the shape only, never on threads
+  const Index chunks_per_block = (kNc / kGemmNr + jr_chunk - 1) / jr_chunk;
   std::vector<double> bpack(static_cast<size_t>(panels_max * kGemmNr * std::min(kKc, k)));
   const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
 
@@ -159,7 +170,7 @@ void gemm_accumulate(const DenseView& a, const DenseView& b, Eigen::Ref<MatrixD>
     for (Index jc = 0; jc < n; jc += kNc) {
       const Index nc = std::min(kNc, n - jc);
       const Index panels = (nc + kGemmNr - 1) / kGemmNr;
-      const Index chunks = (panels + kJrChunk - 1) / kJrChunk;
+      const Index chunks = (panels + jr_chunk - 1) / jr_chunk;
       const Index row_blocks = (m + kMc - 1) / kMc;
       for (Index pc = 0; pc < k; pc += kKc) {
         const Index kc = std::min(kKc, k - pc);
@@ -167,11 +178,11 @@ void gemm_accumulate(const DenseView& a, const DenseView& b, Eigen::Ref<MatrixD>
         for (Index q = 0; q < panels; ++q)
           pack_b_any(b, pc, kc, jc + q * kGemmNr, std::min<Index>(kGemmNr, nc - q * kGemmNr),
                      bpack.data() + q * kGemmNr * kc);
-          // Each output tile belongs to exactly one item, so the update order per element is fixed.
 #pragma omp for schedule(dynamic, 1)
         for (Index item = 0; item < row_blocks * chunks; ++item) {
           const Index i0 = (item / chunks) * kMc, mc = std::min(kMc, m - i0);
-          const Index q0 = (item % chunks) * kJrChunk, q1 = std::min(panels, q0 + kJrChunk);
+          const Index chunk = item % chunks;
+          const Index q0 = chunk * jr_chunk, q1 = std::min(panels, q0 + jr_chunk);
           if (upper_only && jc + std::min(nc, q1 * kGemmNr) <= i0) continue;
           pack_a_any(a, i0, mc, pc, kc, apack.data());
           for (Index q = q0; q < q1; ++q) {
@@ -180,14 +191,68 @@ void gemm_accumulate(const DenseView& a, const DenseView& b, Eigen::Ref<MatrixD>
             for (Index r = 0; r < mc; r += kGemmMr) {
               const Index i = i0 + r;
               if (upper_only && j0 + nr <= i) continue;  // tile entirely below the diagonal
-              kern(kc, apack.data() + r * kc, bpack.data() + q * kGemmNr * kc, cdata + i * ldc + j0,
-                   ldc, static_cast<int>(std::min<Index>(kGemmMr, m - i)), nr);
+              sink(kc, apack.data() + r * kc, bpack.data() + q * kGemmNr * kc, i, j0,
+                   static_cast<int>(std::min<Index>(kGemmMr, m - i)), nr,
+                   (jc / kNc) * chunks_per_block + chunk);
             }
           }
         }
       }
     }
   }
+}
+
+Index total_chunks(Index m, Index n) {
+  const Index jr_chunk = jr_chunk_for(m);
+  const Index chunks_per_block = (kNc / kGemmNr + jr_chunk - 1) / jr_chunk;
+  return ((n + kNc - 1) / kNc) * chunks_per_block;
+}
+
+}  // namespace
+
+void gemm_accumulate(const DenseView& a, const DenseView& b, Eigen::Ref<MatrixD> c,
+                     bool upper_only) {
+  check_view(a, "a");
+  check_view(b, "b");
+  if (a.cols != b.rows || c.rows() != a.rows || c.cols() != b.cols)
+    throw InvalidArgument(fmt::format("gemm shapes do not agree: {}×{} · {}×{} into {}×{}", a.rows,
+                                      a.cols, b.rows, b.cols, c.rows(), c.cols()));
+  if (a.rows == 0 || b.cols == 0 || a.cols == 0) return;
+  const kernels::GemmF64Kernel kern = kernel().fn;
+  double* const cdata = c.data();
+  const Index ldc = c.outerStride();
+  blocked_product(a, b, upper_only,
+                  [&](Index kc, const double* ap, const double* bp, Index i, Index j0, int mr,
+                      int nr, Index) { kern(kc, ap, bp, cdata + i * ldc + j0, ldc, mr, nr); });
+}
+
+VectorD rowwise_dot_of_product(const DenseView& a, const DenseView& b, const MatrixDRef& d) {
+  check_view(a, "a");
+  check_view(b, "b");
+  if (a.cols != b.rows || d.rows() != a.rows || d.cols() != b.cols)
+    throw InvalidArgument(fmt::format("product shapes do not agree: {}×{} · {}×{} against {}×{}",
+                                      a.rows, a.cols, b.rows, b.cols, d.rows(), d.cols()));
+  VectorD out = VectorD::Zero(a.rows);
+  if (a.rows == 0 || b.cols == 0 || a.cols == 0) return out;
+  const kernels::GemmF64DotKernel kern = kernel().dot;
+  // One partial sum per (row, column chunk), each owned by one work item; summed in chunk order.
+  const Index chunks = total_chunks(a.rows, b.cols);
+  MatrixD partial = MatrixD::Zero(a.rows, chunks);
+  const double* const ddata = d.data();
+  const Index ldd = d.outerStride();
+  blocked_product(a, b, false,
+                  [&](Index kc, const double* ap, const double* bp, Index i, Index j0, int mr,
+                      int nr, Index chunk) {
+                    double sums[kGemmMr] = {};
+                    kern(kc, ap, bp, ddata + i * ldd + j0, ldd, mr, nr, sums);
+                    for (int r = 0; r < mr; ++r) partial(i + r, chunk) += sums[r];
+                  });
+  for (Index i = 0; i < a.rows; ++i) {
+    double s = 0.0;
+    for (Index c = 0; c < chunks; ++c) s += partial(i, c);
+    out[i] = s;
+  }
+  return out;
 }
 
 MatrixD multiply(const DenseView& a, const DenseView& b) {

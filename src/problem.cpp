@@ -166,10 +166,10 @@ VectorD LayerProblem::row_losses(const MatrixFRef& w_hat) const {
   require_shape(w_hat, "candidate weights");
   ensure_derived();
   const MatrixD delta = w_hat.cast<double>() - weights_.cast<double>();
-  const MatrixD dh = detail::multiply(detail::view(delta), detail::view(h_));
-  VectorD out(rows());
+  // Δ_i H Δ_iᵀ for every row, without materialising ΔH.
+  VectorD out = detail::rowwise_dot_of_product(detail::view(delta), detail::view(h_), delta);
   for (Index i = 0; i < rows(); ++i)
-    out[i] = dh.row(i).dot(delta.row(i)) + 2.0 * delta.row(i).dot(r_.row(i)) + baseline_rows_[i];
+    out[i] += 2.0 * delta.row(i).dot(r_.row(i)) + baseline_rows_[i];
   return out;
 }
 

@@ -61,6 +61,15 @@ TEST(Dense, ProductsMatchNaiveLoopsForEveryViewKind) {
       expect_close(detail::multiply(view(af), view(bd)), naive_product(view(af), view(bd)), 1e-13);
       const DenseView a_t = view(at).transposed(), b_t = view(bt).transposed();
       expect_close(detail::multiply(a_t, b_t), naive_product(a_t, b_t), 1e-13);
+      // The fused row-wise dot with a third matrix equals the dot with the full product.
+      const MatrixD d = testing::random_matrix(s.m, s.n, 5).cast<double>();
+      const VectorD dots = detail::rowwise_dot_of_product(view(af), view(bd), d);
+      const MatrixD full = naive_product(view(af), view(bd));
+      for (Index i = 0; i < s.m; ++i) {
+        const double want = full.row(i).dot(d.row(i));
+        const double scale = full.row(i).cwiseAbs().dot(d.row(i).cwiseAbs());
+        ASSERT_NEAR(dots[i], want, 1e-13 * scale) << i;
+      }
       // Accumulates into what is there.
       MatrixD c = MatrixD::Constant(s.m, s.n, 2.5);
       detail::gemm_accumulate(a_t, view(bd), c);
@@ -99,6 +108,7 @@ TEST(Dense, RejectsMismatchedShapes) {
   MatrixD c(3, 5);
   EXPECT_THROW(detail::gemm_accumulate(view(a), view(b55), c), InvalidArgument);
   EXPECT_THROW(detail::gemm_accumulate(view(a), view(b44), c), InvalidArgument);
+  EXPECT_THROW(detail::rowwise_dot_of_product(view(a), view(b44), b44), InvalidArgument);
 }
 
 #ifdef _OPENMP
@@ -107,18 +117,22 @@ TEST(Dense, BitIdenticalAcrossThreadCounts) {
   const MatrixD b = testing::random_matrix(333, 290, 7).cast<double>();
   const int saved = omp_get_max_threads();
   std::vector<MatrixD> h, p;
+  std::vector<VectorD> dots;
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
     MatrixD hh = MatrixD::Zero(333, 333);
     detail::syrk_accumulate(view(x), hh);
     h.push_back(hh);
     p.push_back(detail::multiply(view(x), view(b)));
+    dots.push_back(detail::rowwise_dot_of_product(view(x).transposed(), view(x), hh));
   }
   omp_set_num_threads(saved);
   EXPECT_EQ(h[0], h[1]);
   EXPECT_EQ(h[0], h[2]);
   EXPECT_EQ(p[0], p[1]);
   EXPECT_EQ(p[0], p[2]);
+  EXPECT_EQ(dots[0], dots[1]);
+  EXPECT_EQ(dots[0], dots[2]);
 }
 #endif
 

@@ -31,6 +31,9 @@ void gemm_accumulate(const DenseView& a, const DenseView& b, Eigen::Ref<MatrixD>
                      bool upper_only = false);
 // a · b as a new matrix.
 MatrixD multiply(const DenseView& a, const DenseView& b);
+// Σ_j (a·b)_ij · d_ij for every row i, without forming a·b (d is a.rows × b.cols, double). This is
+// the loss Σ_i Δ_i H Δ_iᵀ at the cost of the product alone.
+VectorD rowwise_dot_of_product(const DenseView& a, const DenseView& b, const MatrixDRef& d);
 // h (n × n) += xᵀx for x tokens × n: one triangle computed, then mirrored (h stays symmetric).
 void syrk_accumulate(const DenseView& x, Eigen::Ref<MatrixD> h);
 // h(i, j) = h(j, i) for i > j.
