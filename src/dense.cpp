@@ -27,8 +27,9 @@ constexpr Index kJrChunk = 8;
 // With at least this many row blocks there is parallelism enough over rows alone: a work item then
 // sweeps all B panels of the block, so its packed A block is not repacked per column chunk.
 constexpr Index kRowBlocksForWholeChunks = 8;
-// Below this many multiply-adds the product runs on one thread (a parallel region costs more).
-constexpr double kParallelWork = 4e6;
+// Below this many multiply-adds (well under a millisecond of work) the product runs on one thread:
+// its barriers would cost more, far more when the cores are oversubscribed.
+constexpr double kParallelWork = 3e7;
 
 static_assert(kMc % kGemmMr == 0 && kNc % kGemmNr == 0, "blocks must hold whole panels");
 

@@ -198,7 +198,8 @@ TEST(LayerProblem, RetainsActivationsInOrder) {
 
 #ifdef _OPENMP
 TEST(LayerProblem, DeterministicAcrossThreadCounts) {
-  const Index out = 67, in = 300, tokens = 517;
+  // Large enough that every stage (statistics, loss, gradient, MSE search) runs multi-threaded.
+  const Index out = 160, in = 450, tokens = 517;
   const MatrixF w = random_matrix(out, in, 11, 0.1);
   const MatrixF x = testing::llm_like_activations(tokens, in, 12);
   const MatrixF xq = x + random_matrix(tokens, in, 13, 0.05);
