@@ -191,9 +191,8 @@ MatrixF LayerProblem::gradient(const MatrixFRef& w_hat) const {
   require_shape(w_hat, "candidate weights");
   ensure_derived();
   const MatrixD delta = w_hat.cast<double>() - weights_.cast<double>();
-  MatrixD g = detail::multiply(detail::view(delta), detail::view(h_));
-  g += r_;
-  return (2.0 * g).cast<float>();
+  const MatrixD dh = detail::multiply(detail::view(delta), detail::view(h_));
+  return (2.0 * (dh + r_)).cast<float>();  // one pass, no further double temporaries
 }
 
 Grid make_grid(const LayerProblem& problem, const GridSpec& spec) {
