@@ -13,22 +13,24 @@ constexpr int kGemmMr = 8;
 constexpr int kGemmNr = 24;
 
 using GemmF64Kernel = void (*)(std::ptrdiff_t kc, const double* a, const double* b, double* c,
-                               std::ptrdiff_t ldc, int mr, int nr);
+                               std::ptrdiff_t ldc, int mr, int nr) noexcept;
 // The same tile product, but instead of adding it to C it is dotted row by row with D (row-major,
 // stride ldd): sums[r] += Σ_j tile[r][j] · D[r][j] for r < mr, j < nr.
 using GemmF64DotKernel = void (*)(std::ptrdiff_t kc, const double* a, const double* b,
                                   const double* d, std::ptrdiff_t ldd, int mr, int nr,
-                                  double* sums);
+                                  double* sums) noexcept;
 
 void gemm_f64_kernel_scalar(std::ptrdiff_t kc, const double* a, const double* b, double* c,
-                            std::ptrdiff_t ldc, int mr, int nr);
+                            std::ptrdiff_t ldc, int mr, int nr) noexcept;
 void gemm_f64_dot_kernel_scalar(std::ptrdiff_t kc, const double* a, const double* b,
-                                const double* d, std::ptrdiff_t ldd, int mr, int nr, double* sums);
+                                const double* d, std::ptrdiff_t ldd, int mr, int nr,
+                                double* sums) noexcept;
 #ifdef QROUND_HAVE_AVX512VNNI
 void gemm_f64_kernel_avx512(std::ptrdiff_t kc, const double* a, const double* b, double* c,
-                            std::ptrdiff_t ldc, int mr, int nr);
+                            std::ptrdiff_t ldc, int mr, int nr) noexcept;
 void gemm_f64_dot_kernel_avx512(std::ptrdiff_t kc, const double* a, const double* b,
-                                const double* d, std::ptrdiff_t ldd, int mr, int nr, double* sums);
+                                const double* d, std::ptrdiff_t ldd, int mr, int nr,
+                                double* sums) noexcept;
 #endif
 
 }  // namespace qround::kernels

@@ -22,6 +22,8 @@ struct DenseView {
   DenseView transposed() const { return {f32, f64, cols, rows, col_stride, row_stride}; }
 };
 
+// Views borrow the matrix's memory: pass a named matrix, not an expression (an expression would be
+// evaluated into a temporary that dies with the call).
 DenseView view(const MatrixFRef& m);
 DenseView view(const MatrixDRef& m);
 

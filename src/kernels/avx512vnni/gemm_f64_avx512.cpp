@@ -14,7 +14,8 @@ struct Tile {
 };
 
 // The 8 × 24 product over kc, and the column masks of the valid nr columns.
-inline void tile_product(std::ptrdiff_t kc, const double* a, const double* b, int nr, Tile& t) {
+inline void tile_product(std::ptrdiff_t kc, const double* a, const double* b, int nr,
+                         Tile& t) noexcept {
   for (int r = 0; r < kGemmMr; ++r)
     for (int v = 0; v < 3; ++v) t.acc[r][v] = _mm512_setzero_pd();
   for (std::ptrdiff_t k = 0; k < kc; ++k) {
@@ -39,7 +40,7 @@ inline void tile_product(std::ptrdiff_t kc, const double* a, const double* b, in
 }  // namespace
 
 void gemm_f64_kernel_avx512(std::ptrdiff_t kc, const double* a, const double* b, double* c,
-                            std::ptrdiff_t ldc, int mr, int nr) {
+                            std::ptrdiff_t ldc, int mr, int nr) noexcept {
   Tile t;
   tile_product(kc, a, b, nr, t);
   for (int r = 0; r < mr; ++r) {
@@ -53,7 +54,8 @@ void gemm_f64_kernel_avx512(std::ptrdiff_t kc, const double* a, const double* b,
 }
 
 void gemm_f64_dot_kernel_avx512(std::ptrdiff_t kc, const double* a, const double* b,
-                                const double* d, std::ptrdiff_t ldd, int mr, int nr, double* sums) {
+                                const double* d, std::ptrdiff_t ldd, int mr, int nr,
+                                double* sums) noexcept {
   Tile t;
   tile_product(kc, a, b, nr, t);
   for (int r = 0; r < mr; ++r) {

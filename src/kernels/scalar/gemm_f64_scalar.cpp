@@ -18,7 +18,7 @@ void tile_product(std::ptrdiff_t kc, const double* a, const double* b,
 }  // namespace
 
 void gemm_f64_kernel_scalar(std::ptrdiff_t kc, const double* a, const double* b, double* c,
-                            std::ptrdiff_t ldc, int mr, int nr) {
+                            std::ptrdiff_t ldc, int mr, int nr) noexcept {
   double acc[kGemmMr][kGemmNr] = {};
   tile_product(kc, a, b, acc);
   for (int r = 0; r < mr; ++r)
@@ -26,7 +26,8 @@ void gemm_f64_kernel_scalar(std::ptrdiff_t kc, const double* a, const double* b,
 }
 
 void gemm_f64_dot_kernel_scalar(std::ptrdiff_t kc, const double* a, const double* b,
-                                const double* d, std::ptrdiff_t ldd, int mr, int nr, double* sums) {
+                                const double* d, std::ptrdiff_t ldd, int mr, int nr,
+                                double* sums) noexcept {
   double acc[kGemmMr][kGemmNr] = {};
   tile_product(kc, a, b, acc);
   for (int r = 0; r < mr; ++r) {
