@@ -8,6 +8,14 @@ namespace qround::kernels {
 
 namespace {
 
+// The C (or D) tile is usually far from the cache (H is in × in): start fetching its rows now so
+// the misses overlap the kc-long product instead of following it.
+inline void prefetch_tile(const double* p, std::ptrdiff_t ld, int mr, int nr) noexcept {
+  for (int r = 0; r < mr; ++r)
+    for (int j = 0; j < nr; j += 8)
+      _mm_prefetch(reinterpret_cast<const char*>(p + r * ld + j), _MM_HINT_T0);
+}
+
 struct Tile {
   __m512d acc[kGemmMr][3];
   __mmask8 mask[3];
@@ -41,6 +49,7 @@ inline void tile_product(std::ptrdiff_t kc, const double* a, const double* b, in
 
 void gemm_f64_kernel_avx512(std::ptrdiff_t kc, const double* a, const double* b, double* c,
                             std::ptrdiff_t ldc, int mr, int nr) noexcept {
+  prefetch_tile(c, ldc, mr, nr);
   Tile t;
   tile_product(kc, a, b, nr, t);
   for (int r = 0; r < mr; ++r) {
@@ -56,6 +65,7 @@ void gemm_f64_kernel_avx512(std::ptrdiff_t kc, const double* a, const double* b,
 void gemm_f64_dot_kernel_avx512(std::ptrdiff_t kc, const double* a, const double* b,
                                 const double* d, std::ptrdiff_t ldd, int mr, int nr,
                                 double* sums) noexcept {
+  prefetch_tile(d, ldd, mr, nr);
   Tile t;
   tile_product(kc, a, b, nr, t);
   for (int r = 0; r < mr; ++r) {
