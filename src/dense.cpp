@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels/gemm_f64.hpp"
@@ -33,16 +34,12 @@ constexpr double kParallelWork = 3e7;
 
 static_assert(kMc % kGemmMr == 0 && kNc % kGemmNr == 0, "blocks must hold whole panels");
 
-bool cpu_has_avx512() {
-#if defined(QROUND_HAVE_AVX512VNNI) && (defined(__GNUC__) || defined(__clang__))
-  // The kernel's translation unit is compiled with F/BW/VL/DQ/VNNI; libgcc checks OS (XCR0) state.
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512vnni");
+#if defined(__GNUC__) || defined(__clang__)
+// libgcc's feature bits include the OS (XCR0) check for the AVX and AVX-512 register state.
+#define QROUND_CPU_HAS(feature) __builtin_cpu_supports(feature)
 #else
-  return false;
+#define QROUND_CPU_HAS(feature) false
 #endif
-}
 
 struct KernelChoice {
   kernels::GemmF64Kernel fn;
@@ -50,26 +47,51 @@ struct KernelChoice {
   const char* name;
 };
 
-KernelChoice choose_kernel() {
-  const char* forced = std::getenv("QROUND_ISA");
-  const bool allow_avx512 =
-      forced == nullptr || *forced == '\0' || std::strcmp(forced, "avx512vnni") == 0;
-#ifdef QROUND_HAVE_AVX512VNNI
-  if (allow_avx512 && cpu_has_avx512())
-    return {kernels::gemm_f64_kernel_avx512, kernels::gemm_f64_dot_kernel_avx512, "avx512"};
-#else
-  (void)allow_avx512;
+// Kernels compiled in and runnable on this CPU, narrowest first.
+const std::vector<KernelChoice>& runnable_kernels() {
+  static const std::vector<KernelChoice> list = [] {
+    std::vector<KernelChoice> out{
+        {kernels::gemm_f64_kernel_scalar, kernels::gemm_f64_dot_kernel_scalar, "scalar"}};
+#ifdef QROUND_HAVE_AVX2
+    if (QROUND_CPU_HAS("avx2") && QROUND_CPU_HAS("fma") && QROUND_CPU_HAS("f16c"))
+      out.push_back({kernels::gemm_f64_kernel_avx2, kernels::gemm_f64_dot_kernel_avx2, "avx2"});
 #endif
-  return {kernels::gemm_f64_kernel_scalar, kernels::gemm_f64_dot_kernel_scalar, "scalar"};
+#ifdef QROUND_HAVE_AVX512VNNI
+    // That translation unit is compiled with AVX2/FMA/F16C and AVX-512 F/BW/VL/DQ/VNNI.
+    if (QROUND_CPU_HAS("avx2") && QROUND_CPU_HAS("fma") && QROUND_CPU_HAS("f16c") &&
+        QROUND_CPU_HAS("avx512f") && QROUND_CPU_HAS("avx512bw") && QROUND_CPU_HAS("avx512vl") &&
+        QROUND_CPU_HAS("avx512dq") && QROUND_CPU_HAS("avx512vnni"))
+      out.push_back(
+          {kernels::gemm_f64_kernel_avx512, kernels::gemm_f64_dot_kernel_avx512, "avx512"});
+#endif
+    return out;
+  }();
+  return list;
 }
 
-std::atomic<int> force_portable{0};
+// The best runnable kernel, capped by QROUND_ISA=scalar|avx2|avx512vnni (the variable the integer
+// kernels' dispatch reads; any other value means automatic).
+const KernelChoice* choose_kernel() {
+  const char* env = std::getenv("QROUND_ISA");
+  const std::string forced = env ? env : "";
+  int cap = 2;
+  if (forced == "scalar") cap = 0;
+  if (forced == "avx2") cap = 1;
+  const KernelChoice* best = nullptr;
+  for (const KernelChoice& k : runnable_kernels()) {
+    const std::string name = k.name;
+    const int level = name == "scalar" ? 0 : (name == "avx2" ? 1 : 2);
+    if (level <= cap) best = &k;
+  }
+  return best;
+}
+
+std::atomic<const KernelChoice*> kernel_override{nullptr};
 
 const KernelChoice& kernel() {
-  static const KernelChoice choice = choose_kernel();
-  static const KernelChoice portable{kernels::gemm_f64_kernel_scalar,
-                                     kernels::gemm_f64_dot_kernel_scalar, "scalar"};
-  return force_portable.load() > 0 ? portable : choice;
+  static const KernelChoice* const automatic = choose_kernel();
+  const KernelChoice* forced = kernel_override.load();
+  return forced ? *forced : *automatic;
 }
 
 template <typename T>
@@ -140,8 +162,24 @@ DenseView view(const MatrixDRef& m) {
 
 const char* dense_kernel_name() { return kernel().name; }
 
-ScopedPortableDenseKernel::ScopedPortableDenseKernel() { ++force_portable; }
-ScopedPortableDenseKernel::~ScopedPortableDenseKernel() { --force_portable; }
+std::vector<std::string> dense_kernels() {
+  std::vector<std::string> names;
+  for (const KernelChoice& k : runnable_kernels()) names.push_back(k.name);
+  return names;
+}
+
+ScopedDenseKernel::ScopedDenseKernel(const std::string& name) {
+  for (const KernelChoice& k : runnable_kernels())
+    if (name == k.name) {
+      previous_ = kernel_override.exchange(&k);
+      return;
+    }
+  throw InvalidArgument(fmt::format("dense kernel '{}' is not available on this machine", name));
+}
+
+ScopedDenseKernel::~ScopedDenseKernel() {
+  kernel_override.store(static_cast<const KernelChoice*>(previous_));
+}
 
 namespace {
 

@@ -48,9 +48,8 @@ constexpr Shape kShapes[] = {{1, 1, 1},     {7, 3, 23},    {8, 256, 24}, {9, 257
                              {97, 300, 50}, {33, 513, 71}, {5, 2, 2405}};
 
 TEST(Dense, ProductsMatchNaiveLoopsForEveryViewKind) {
-  for (bool portable : {false, true}) {
-    std::unique_ptr<detail::ScopedPortableDenseKernel> force;
-    if (portable) force = std::make_unique<detail::ScopedPortableDenseKernel>();
+  for (const std::string& name : detail::dense_kernels()) {
+    const detail::ScopedDenseKernel force(name);
     SCOPED_TRACE(detail::dense_kernel_name());
     for (const Shape& s : kShapes) {
       SCOPED_TRACE(::testing::Message() << s.m << "x" << s.k << "x" << s.n);
@@ -100,6 +99,31 @@ TEST(Dense, UpperOnlyComputesTheUpperTriangle) {
   const MatrixD want = naive_product(view(x).transposed(), view(x)).array() - 7.0;
   for (Index i = 0; i < 101; ++i)
     for (Index j = i; j < 101; ++j) ASSERT_NEAR(c(i, j), want(i, j), 1e-11) << i << "," << j;
+}
+
+TEST(Dense, KernelsAgreeAndOverridesAreScoped) {
+  const std::vector<std::string> names = detail::dense_kernels();
+  ASSERT_FALSE(names.empty());
+  EXPECT_EQ(names.front(), "scalar");
+  const std::string automatic = detail::dense_kernel_name();
+  {
+    const detail::ScopedDenseKernel force("scalar");
+    EXPECT_STREQ(detail::dense_kernel_name(), "scalar");
+  }
+  EXPECT_EQ(detail::dense_kernel_name(), automatic);
+  EXPECT_THROW(detail::ScopedDenseKernel("amx"), InvalidArgument);
+  const MatrixF x = testing::random_matrix(300, 77, 8);
+  MatrixD reference = MatrixD::Zero(77, 77);
+  {
+    const detail::ScopedDenseKernel force("scalar");
+    detail::syrk_accumulate(view(x), reference);
+  }
+  for (const std::string& name : names) {
+    const detail::ScopedDenseKernel force(name);
+    MatrixD h = MatrixD::Zero(77, 77);
+    detail::syrk_accumulate(view(x), h);
+    expect_close(h, reference, 1e-14);
+  }
 }
 
 TEST(Dense, RejectsMismatchedShapes) {

@@ -25,6 +25,12 @@ void gemm_f64_kernel_scalar(std::ptrdiff_t kc, const double* a, const double* b,
 void gemm_f64_dot_kernel_scalar(std::ptrdiff_t kc, const double* a, const double* b,
                                 const double* d, std::ptrdiff_t ldd, int mr, int nr,
                                 double* sums) noexcept;
+#ifdef QROUND_HAVE_AVX2
+void gemm_f64_kernel_avx2(std::ptrdiff_t kc, const double* a, const double* b, double* c,
+                          std::ptrdiff_t ldc, int mr, int nr) noexcept;
+void gemm_f64_dot_kernel_avx2(std::ptrdiff_t kc, const double* a, const double* b, const double* d,
+                              std::ptrdiff_t ldd, int mr, int nr, double* sums) noexcept;
+#endif
 #ifdef QROUND_HAVE_AVX512VNNI
 void gemm_f64_kernel_avx512(std::ptrdiff_t kc, const double* a, const double* b, double* c,
                             std::ptrdiff_t ldc, int mr, int nr) noexcept;

@@ -5,9 +5,12 @@
 // Every output element is accumulated in a fixed order (k in blocks of 256, each block summed from
 // zero and then added to C), whichever thread computes it: results do not depend on the thread
 // count. Products of floats are exact in double, so XᵀX carries only the rounding of the sums.
-// The inner kernel is AVX-512 when the CPU and OS support it (QROUND_ISA=scalar|avx2 forces the
-// portable kernel); results of the two kernels may differ in the last bits.
+// The inner kernel is the widest the CPU and OS support (AVX-512, AVX2 or portable; QROUND_ISA=
+// scalar|avx2 caps it); results of different kernels may differ in the last bits.
 #pragma once
+
+#include <string>
+#include <vector>
 
 #include "qround/types.hpp"
 
@@ -41,17 +44,24 @@ void syrk_accumulate(const DenseView& x, Eigen::Ref<MatrixD> h);
 // h(i, j) = h(j, i) for i > j.
 void mirror_upper_to_lower(Eigen::Ref<MatrixD> h);
 
-// The name of the inner kernel in use ("avx512" or "scalar"), for benchmarks and `qround info`.
+// The name of the inner kernel in use ("avx512", "avx2" or "scalar"), for benchmarks and
+// `qround info`.
 const char* dense_kernel_name();
 
-// Forces the portable kernel while alive (tests compare both kernels in one process). Not meant
-// to be used while products run on other threads.
-class ScopedPortableDenseKernel {
+// Kernels this build can run here, narrowest first ("scalar", then "avx2", "avx512").
+std::vector<std::string> dense_kernels();
+
+// Forces one of dense_kernels() while alive (tests compare every kernel in one process); throws
+// InvalidArgument for another name. Not meant to be used while products run on other threads.
+class ScopedDenseKernel {
  public:
-  ScopedPortableDenseKernel();
-  ~ScopedPortableDenseKernel();
-  ScopedPortableDenseKernel(const ScopedPortableDenseKernel&) = delete;
-  ScopedPortableDenseKernel& operator=(const ScopedPortableDenseKernel&) = delete;
+  explicit ScopedDenseKernel(const std::string& name);
+  ~ScopedDenseKernel();
+  ScopedDenseKernel(const ScopedDenseKernel&) = delete;
+  ScopedDenseKernel& operator=(const ScopedDenseKernel&) = delete;
+
+ private:
+  const void* previous_ = nullptr;
 };
 
 }  // namespace qround::detail
