@@ -164,10 +164,10 @@ void qgemm_into(const PackedMatrix& packed, const MatrixFRef& x, float* y, Index
   options.validate();
   check_inputs(packed, x.rows(), x.cols(), "qgemm");
   require_integer_path(packed, "qgemm");
+  if (x.rows() == 0) return;
   if (y == nullptr || ldy < packed.rows())
     throw InvalidArgument(fmt::format("qgemm: output needs a buffer with ldy ≥ {} (got {})",
                                       packed.rows(), ldy));
-  if (x.rows() == 0) return;
   const QuantizedActivations q = quantize_activations(x);
   const KernelActivations a = prepare(packed, q);
   run_integer(packed, a, y, ldy, nullptr, 0, options);
@@ -192,11 +192,11 @@ void qgemm_accumulators_into(const PackedMatrix& packed, const QuantizedActivati
       if (xq.codes(t, c) == -128)
         throw InvalidArgument(fmt::format("qgemm_accumulators: activation code −128 at ({}, {}); "
                                           "the kernels take [−127, 127]", t, c));
+  if (xq.codes.rows() == 0) return;
   const Index width = packed.rows() * packed.groups();
   if (acc == nullptr || ld_acc < width)
     throw InvalidArgument(fmt::format("qgemm_accumulators: needs ld_acc ≥ rows · groups = {} "
                                       "(got {})", width, ld_acc));
-  if (xq.codes.rows() == 0) return;
   const KernelActivations a = prepare(packed, xq);
   run_integer(packed, a, nullptr, 0, acc, ld_acc, options);
 }

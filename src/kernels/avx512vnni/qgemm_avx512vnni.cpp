@@ -1,0 +1,170 @@
+// AVX-512 VNNI kernels: vpdpbusd (u8 × s8 → i32, 4 products per lane). One 64-byte k-step of a
+// block is exactly one operand: lane r holds the 4 inputs of row r.
+//   int8: the activation is the u8 side as x + 128 (x ^ 0x80), the weight d the s8 side; the
+//         extra 128 · Σ d is removed per group with the precomputed row sums — exact in int32.
+//   int4: the nibble n ∈ [0, 15] is the u8 side, the activation the s8 side (no offset needed);
+//         d = n − o is restored per group as acc − o · Σ x with the token's group sums.
+// Register tile: RB blocks (16 rows each) × TB tokens, int32 accumulators per group and f32
+// accumulators across groups.
+// GCC 12 reports its own _mm512_undefined_*() placeholders inside the intrinsic headers as
+// "maybe uninitialized" (a known false positive); nothing in this file reads uninitialized data.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "../epilogue.hpp"
+#include "../params.hpp"
+
+namespace qround::kernels {
+namespace {
+
+constexpr int kMaxRb = 4;
+constexpr int kMaxTb = 3;
+constexpr std::int64_t kPrefetchBytes = 1024;  // per weight stream, ahead of the loads
+
+template <bool kInt4>
+struct Step;
+
+template <>
+struct Step<false> {  // int8
+  static constexpr int kInputs = kInt8StepK;
+  template <int RB, int TB>
+  static inline void run(const std::uint8_t* const* w, const std::int8_t* const* x,
+                         __m512i (&acc)[RB][TB], std::int64_t s) noexcept {
+    const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
+    __m512i wv[RB];
+    for (int i = 0; i < RB; ++i) wv[i] = _mm512_load_si512(w[i] + s * kStepBytes);
+    for (int j = 0; j < TB; ++j) {
+      std::int32_t four;
+      std::memcpy(&four, x[j] + s * kInputs, 4);
+      const __m512i xv = _mm512_xor_si512(_mm512_set1_epi32(four), flip);
+      for (int i = 0; i < RB; ++i) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], xv, wv[i]);
+    }
+  }
+  static inline __m512i fix(const QgemmParams& p, std::int64_t b, std::int64_t, std::int64_t g,
+                            __m512i acc) noexcept {
+    const __m512i sums = _mm512_load_si512(p.row_sums + side_index(p, b, g));
+    return _mm512_sub_epi32(acc, _mm512_slli_epi32(sums, 7));
+  }
+};
+
+template <>
+struct Step<true> {  // int4
+  static constexpr int kInputs = kInt4StepK;
+  template <int RB, int TB>
+  static inline void run(const std::uint8_t* const* w, const std::int8_t* const* x,
+                         __m512i (&acc)[RB][TB], std::int64_t s) noexcept {
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    __m512i lo[RB], hi[RB];
+    for (int i = 0; i < RB; ++i) {
+      const __m512i v = _mm512_load_si512(w[i] + s * kStepBytes);
+      lo[i] = _mm512_and_si512(v, low);
+      hi[i] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+    }
+    for (int j = 0; j < TB; ++j) {
+      std::int32_t a, b;
+      std::memcpy(&a, x[j] + s * kInputs, 4);
+      std::memcpy(&b, x[j] + s * kInputs + 4, 4);
+      const __m512i xa = _mm512_set1_epi32(a), xb = _mm512_set1_epi32(b);
+      for (int i = 0; i < RB; ++i) {
+        acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], lo[i], xa);
+        acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], hi[i], xb);
+      }
+    }
+  }
+  static inline __m512i fix(const QgemmParams& p, std::int64_t b, std::int64_t t, std::int64_t g,
+                            __m512i acc) noexcept {
+    const __m512i o = _mm512_load_si512(p.offsets + side_index(p, b, g));
+    const __m512i xs = _mm512_set1_epi32(p.xsum[t * p.groups + g]);
+    return _mm512_sub_epi32(acc, _mm512_mullo_epi32(o, xs));
+  }
+};
+
+template <bool kInt4, int RB, int TB>
+void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0) noexcept {
+  using S = Step<kInt4>;
+  const std::uint8_t* w[RB];
+  const std::int8_t* x[TB];
+  for (int i = 0; i < RB; ++i) w[i] = p.weights + (b0 + i) * p.block_bytes;
+  for (int j = 0; j < TB; ++j) x[j] = p.xq + (t0 + j) * p.kp;
+  __m512 out[RB][TB];
+  for (int i = 0; i < RB; ++i)
+    for (int j = 0; j < TB; ++j) out[i][j] = _mm512_setzero_ps();
+  const bool prefetch = TB == 1;  // GEMV streams weights once: keep DRAM requests in flight
+  for (std::int64_t g = 0; g < p.groups; ++g) {
+    const std::int64_t steps = g + 1 < p.groups ? p.group_steps : p.last_group_steps;
+    __m512i acc[RB][TB];
+    for (int i = 0; i < RB; ++i)
+      for (int j = 0; j < TB; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (std::int64_t s = 0; s < steps; ++s) {
+      if (prefetch)
+        for (int i = 0; i < RB; ++i)
+          _mm_prefetch(reinterpret_cast<const char*>(w[i] + s * kStepBytes + kPrefetchBytes),
+                       _MM_HINT_T0);
+      S::template run<RB, TB>(w, x, acc, s);
+    }
+    for (int i = 0; i < RB; ++i) {
+      const float* sc = p.scales + side_index(p, b0 + i, g);
+      const __m512 scale = _mm512_load_ps(sc);
+      for (int j = 0; j < TB; ++j) {
+        const __m512i exact = S::fix(p, b0 + i, t0 + j, g, acc[i][j]);
+        if (p.acc != nullptr) {
+          alignas(64) std::int32_t lanes[kBlockRows];
+          _mm512_store_si512(lanes, exact);
+          float unused[kBlockRows];
+          finish_group(p, b0 + i, t0 + j, g, lanes, unused);
+        } else {
+          out[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact), scale, out[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < RB; ++i) w[i] += steps * kStepBytes;
+    for (int j = 0; j < TB; ++j) x[j] += steps * S::kInputs;
+  }
+  if (p.acc != nullptr) return;
+  for (int i = 0; i < RB; ++i) {
+    const std::int64_t row0 = (b0 + i) * kBlockRows;
+    const std::int64_t live = p.rows - row0;
+    const __mmask16 mask = live >= kBlockRows ? __mmask16(0xFFFF)
+                                              : static_cast<__mmask16>((1u << live) - 1u);
+    for (int j = 0; j < TB; ++j) {
+      const __m512 y = _mm512_mul_ps(out[i][j], _mm512_set1_ps(p.xscale[t0 + j]));
+      _mm512_mask_storeu_ps(p.y + (t0 + j) * p.ldy + row0, mask, y);
+    }
+  }
+}
+
+template <bool kInt4, int RB>
+void tokens_tile(const QgemmParams& p, std::int64_t b0) noexcept {
+  std::int64_t t = p.token_begin;
+  for (; t + kMaxTb <= p.token_end; t += kMaxTb) tile<kInt4, RB, kMaxTb>(p, b0, t);
+  switch (p.token_end - t) {
+    case 2: tile<kInt4, RB, 2>(p, b0, t); break;
+    case 1: tile<kInt4, RB, 1>(p, b0, t); break;
+    default: break;
+  }
+}
+
+template <bool kInt4>
+void run(const QgemmParams& p) noexcept {
+  std::int64_t b = p.block_begin;
+  for (; b + kMaxRb <= p.block_end; b += kMaxRb) tokens_tile<kInt4, kMaxRb>(p, b);
+  switch (p.block_end - b) {
+    case 3: tokens_tile<kInt4, 3>(p, b); break;
+    case 2: tokens_tile<kInt4, 2>(p, b); break;
+    case 1: tokens_tile<kInt4, 1>(p, b); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void qgemm_int8_avx512vnni(const QgemmParams& p) noexcept { run<false>(p); }
+void qgemm_int4_avx512vnni(const QgemmParams& p) noexcept { run<true>(p); }
+
+}  // namespace qround::kernels
