@@ -1,10 +1,10 @@
 // The inference check: packed kernel vs the float simulation of the quantized layer.
 #include "qround/check.hpp"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <limits>
-
-#include <fmt/format.h>
 
 #include "qround/error.hpp"
 
@@ -21,10 +21,10 @@ void require_same_layer(const PackedMatrix& packed, const QuantizedLayer& layer)
                     layer.codes.rows() == packed.rows() && layer.codes.cols() == packed.cols() &&
                     packed.unpack_codes() == layer.codes;
   if (!same)
-    throw InvalidArgument(fmt::format("check: the packed {}×{} matrix was not built from this "
-                                      "{}×{} quantized layer (codes or grid differ)",
-                                      packed.rows(), packed.cols(), layer.codes.rows(),
-                                      layer.codes.cols()));
+    throw InvalidArgument(
+        fmt::format("check: the packed {}×{} matrix was not built from this "
+                    "{}×{} quantized layer (codes or grid differ)",
+                    packed.rows(), packed.cols(), layer.codes.rows(), layer.codes.cols()));
 }
 
 CheckResult run_check(const PackedMatrix& packed, const QuantizedLayer& layer, const MatrixFRef& x,
@@ -39,10 +39,11 @@ CheckResult run_check(const PackedMatrix& packed, const QuantizedLayer& layer, c
                                       w_float->rows(), w_float->cols(), packed.rows(),
                                       packed.cols()));
   if (options.act_bits == 8 && !packed.is_uniform())
-    throw InvalidArgument("check: the grid has NUPES exponents, which the integer path cannot "
-                          "run; use act_bits = 32 (the float-activation path)");
+    throw InvalidArgument(
+        "check: the grid has NUPES exponents, which the integer path cannot "
+        "run; use act_bits = 32 (the float-activation path)");
   CheckResult r;
-  r.isa = active_isa();
+  r.isa = options.act_bits == 8 ? active_isa() : Isa::kScalar;  // float path: portable code
   r.act_bits = options.act_bits;
   r.tokens = x.rows();
   r.rows = packed.rows();
@@ -74,8 +75,10 @@ CheckResult run_check(const PackedMatrix& packed, const QuantizedLayer& layer, c
 
 void CheckOptions::validate() const {
   if (act_bits != 8 && act_bits != 32)
-    throw InvalidArgument(fmt::format("check act_bits = {}: expected 8 (integer path) or 32 "
-                                      "(float activations)", act_bits));
+    throw InvalidArgument(
+        fmt::format("check act_bits = {}: expected 8 (integer path) or 32 "
+                    "(float activations)",
+                    act_bits));
   qgemm.validate();
 }
 

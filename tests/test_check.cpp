@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <string>
 
+#include "cli_runner.hpp"
 #include "qround/check.hpp"
 #include "qround/error.hpp"
+#include "qround/io/json.hpp"
 #include "qround/io/npy.hpp"
 #include "qround/isa.hpp"
 #include "qround/scale_search.hpp"
@@ -40,8 +42,8 @@ constexpr Spec kSpecs[] = {{"W8A8 per-row symmetric", 8, 0, true},
 
 void expect_kernel_matches_simulation(const MatrixF& w, const MatrixF& x, const std::string& what) {
   for (const Spec& s : kSpecs) {
-    const QuantizedLayer layer = quantize_layer(w, GridSpec::with_group_size(s.bits, s.group,
-                                                                            s.symmetric));
+    const QuantizedLayer layer =
+        quantize_layer(w, GridSpec::with_group_size(s.bits, s.group, s.symmetric));
     const PackedMatrix packed(layer);
     for (Isa isa : supported_isas()) {
       ScopedIsaOverride force(isa);
@@ -53,9 +55,10 @@ void expect_kernel_matches_simulation(const MatrixF& w, const MatrixF& x, const 
       EXPECT_TRUE(std::isfinite(r.sqnr_sim_vs_float_db));
       EXPECT_NEAR(r.sqnr_int_vs_float_db, r.sqnr_sim_vs_float_db, 0.01);
       if (isa == supported_isas().back())
-        std::printf("[ check    ] %s %s on %s: int vs sim %.1f dB, vs float %.1f dB (sim %.1f dB)\n",
-                    what.c_str(), s.name, to_string(isa), r.sqnr_int_vs_sim_db,
-                    r.sqnr_int_vs_float_db, r.sqnr_sim_vs_float_db);
+        std::printf(
+            "[ check    ] %s %s on %s: int vs sim %.1f dB, vs float %.1f dB (sim %.1f dB)\n",
+            what.c_str(), s.name, to_string(isa), r.sqnr_int_vs_sim_db, r.sqnr_int_vs_float_db,
+            r.sqnr_sim_vs_float_db);
     }
   }
   // NUPES levels: the float-activation path (act_bits 32); the integer path refuses.
@@ -70,9 +73,10 @@ void expect_kernel_matches_simulation(const MatrixF& w, const MatrixF& x, const 
 
 TEST(Check, RealLayersMatchSimulation) {
   const auto dir = testing::layers_dir();
-  const std::pair<const char*, const char*> cases[] = {{"layers.0.w1.W.npy", "layers.0.ffn_in.X.npy"},
-                                                       {"layers.0.w2.W.npy", "layers.0.ffn_hidden.X.npy"},
-                                                       {"layers.1.wq.W.npy", "layers.1.attn_in.X.npy"}};
+  const std::pair<const char*, const char*> cases[] = {
+      {"layers.0.w1.W.npy", "layers.0.ffn_in.X.npy"},
+      {"layers.0.w2.W.npy", "layers.0.ffn_hidden.X.npy"},
+      {"layers.1.wq.W.npy", "layers.1.attn_in.X.npy"}};
   if (!std::filesystem::exists(dir / cases[0].first))
     GTEST_SKIP() << "real layers not found in " << dir << " (set QROUND_DATA_DIR)";
   for (const auto& [wname, xname] : cases) {
@@ -104,6 +108,38 @@ TEST(Check, RejectsMismatchedInputs) {
   const CheckResult r = check(packed, layer, x);  // without float weights
   EXPECT_TRUE(std::isnan(r.sqnr_int_vs_float_db));
   EXPECT_GE(r.sqnr_int_vs_sim_db, 100.0);
+}
+
+TEST(Check, CommandLineOnARealLayer) {
+  if (std::string(QROUND_CLI_PATH).empty()) GTEST_SKIP() << "the qround tool is not built";
+  const auto dir = testing::layers_dir();
+  const std::string w = (dir / "layers.0.wo.W.npy").string(),
+                    x = (dir / "layers.0.attn_out.X.npy").string();
+  if (!std::filesystem::exists(w)) GTEST_SKIP() << "real layers not found in " << dir;
+  testing::TempDir tmp;
+  for (const char* grid : {"--bits 4 --group-size 32", "--bits 8 --group-size 0 --symmetric"}) {
+    const std::string out = tmp.file(std::string("q") + grid[7]);
+    const auto q = testing::run_cli("quantize --weights " + w + " --inputs " + x + " " + grid +
+                                    " --quiet --out " + out);
+    ASSERT_EQ(q.exit_code, 0) << q.err;
+    for (const char* env : {"", "QROUND_ISA=scalar"}) {
+      const auto r = testing::run_cli(
+          "check --json --weights " + w + " --inputs " + x + " --quantized " + out, env);
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      const json::Value v = json::parse(r.out);
+      EXPECT_GE(v.at("sqnr_int_vs_sim_db").as_number(), 100.0) << grid << " " << env;
+      EXPECT_GT(v.at("sqnr_sim_vs_float_db").as_number(), 10.0);
+      if (*env) {
+        EXPECT_EQ(v.at("isa").as_string(), "scalar");
+      }
+    }
+  }
+  const auto bad = testing::run_cli("check --weights " + w + " --inputs " + x + " --quantized " +
+                                    tmp.file("q4") + " --act-bits 16");
+  EXPECT_EQ(bad.exit_code, 2);
+  const auto missing = testing::run_cli("check --weights " + w + " --inputs " + x +
+                                        " --quantized " + tmp.file("nothing"));
+  EXPECT_EQ(missing.exit_code, 1);
 }
 
 }  // namespace

@@ -19,9 +19,7 @@ namespace {
 using testing_util::make_test_grid;
 using testing_util::random_codes;
 
-std::string temp_path(const char* name) {
-  return ::testing::TempDir() + "/qround_packed_" + name;
-}
+std::string temp_path(const char* name) { return ::testing::TempDir() + "/qround_packed_" + name; }
 
 struct PackCase {
   int bits;
@@ -114,9 +112,9 @@ TEST(PackedMatrix, Int8LayoutGolden) {
   EXPECT_EQ(p.padded_cols(), 8);
   EXPECT_EQ(p.blocks(), 2);
   ASSERT_EQ(p.bytes(), 2u * 16 * 8);
-  EXPECT_EQ(p.data()[0], 0x81);                 // −127, two's complement
-  EXPECT_EQ(p.data()[64 + 1 * 4 + 1], 0x7F);    // row 1, input 5 → step 1, byte 4·1 + 1
-  EXPECT_EQ(p.data()[128 + 2], 0x05);           // row 16 = block 1 row 0, input 2
+  EXPECT_EQ(p.data()[0], 0x81);               // −127, two's complement
+  EXPECT_EQ(p.data()[64 + 1 * 4 + 1], 0x7F);  // row 1, input 5 → step 1, byte 4·1 + 1
+  EXPECT_EQ(p.data()[128 + 2], 0x05);         // row 16 = block 1 row 0, input 2
   std::size_t nonzero = 0;
   for (std::size_t i = 0; i < p.bytes(); ++i) nonzero += p.data()[i] != 0;
   EXPECT_EQ(nonzero, 3u);  // padding (inputs 6, 7 and rows 17..31) is zero
@@ -216,7 +214,6 @@ TEST(PackedMatrix, LoadRejectsTruncatedAndHostileFiles) {
   EXPECT_THROW(PackedMatrix::load(temp_path("does_not_exist.bin")), IoError);
   std::remove(path.c_str());
 }
-
 
 }  // namespace
 }  // namespace qround

@@ -34,14 +34,14 @@ struct Config {
 };
 
 std::string config_name(const Config& c) {
-  return "w" + std::to_string(c.bits) + (c.symmetric ? "s" : "a") + "_g" +
-         std::to_string(c.group) + "_" + to_string(c.container);
+  return "w" + std::to_string(c.bits) + (c.symmetric ? "s" : "a") + "_g" + std::to_string(c.group) +
+         "_" + to_string(c.container);
 }
 
 const Config kConfigs[] = {
-    {8, true, 0, Container::kInt8},  {8, true, 32, Container::kInt8},
+    {8, true, 0, Container::kInt8},   {8, true, 32, Container::kInt8},
     {7, false, 64, Container::kInt8}, {4, true, 0, Container::kInt4},
-    {4, true, 32, Container::kInt4}, {4, false, 128, Container::kInt4},
+    {4, true, 32, Container::kInt4},  {4, false, 128, Container::kInt4},
     {4, false, 64, Container::kInt4}, {3, true, 0, Container::kInt8},
 };
 
@@ -111,8 +111,8 @@ class QgemmIsa : public ::testing::TestWithParam<Isa> {
 
 TEST_P(QgemmIsa, AccumulatorsBitExactOverShapes) {
   std::mt19937 rng(42);
-  const std::vector<Index> sizes = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
-                                    31, 32, 33, 63, 64, 65, 100, 255, 257};
+  const std::vector<Index> sizes = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,  12,  13,
+                                    14, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 255, 257};
   for (const Config& cfg : kConfigs) {
     // Sweep rows at a fixed odd width, and widths at a fixed odd height; M = 1 and M > 1.
     for (Index rows : sizes)

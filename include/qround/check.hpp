@@ -23,12 +23,12 @@ struct CheckOptions {
 };
 
 struct CheckResult {
-  Isa isa = Isa::kScalar;     // kernels used (the float-activation path is portable code)
+  Isa isa = Isa::kScalar;  // kernels used (the float-activation path is portable code)
   int act_bits = 8;
   Index tokens = 0, rows = 0, cols = 0;
-  double max_abs_err = 0.0;   // max |Y_kernel − Y_sim|
-  double rel_err = 0.0;       // ‖Y_kernel − Y_sim‖ / ‖Y_sim‖
-  double sqnr_int_vs_sim_db = 0.0;    // 10 log10(‖Y_sim‖² / ‖Y_kernel − Y_sim‖²); +inf if equal
+  double max_abs_err = 0.0;         // max |Y_kernel − Y_sim|
+  double rel_err = 0.0;             // ‖Y_kernel − Y_sim‖ / ‖Y_sim‖
+  double sqnr_int_vs_sim_db = 0.0;  // 10 log10(‖Y_sim‖² / ‖Y_kernel − Y_sim‖²); +inf if equal
   double sqnr_int_vs_float_db = 0.0;  // kernel vs X Wᵀ (NaN when no float weights were given)
   double sqnr_sim_vs_float_db = 0.0;  // simulation vs X Wᵀ (NaN when no float weights)
 };

@@ -33,8 +33,8 @@ inline void step(const std::uint8_t* w, const std::int8_t* const* x, __m256i (&a
   const __m256i ones = _mm256_set1_epi16(1);
   if constexpr (!kInt4) {
     for (int h = 0; h < kHalves; ++h) {
-      const __m256i wv = _mm256_load_si256(
-          reinterpret_cast<const __m256i*>(w + s * kStepBytes + 32 * h));
+      const __m256i wv =
+          _mm256_load_si256(reinterpret_cast<const __m256i*>(w + s * kStepBytes + 32 * h));
       const __m256i aw = _mm256_abs_epi8(wv);
       for (int j = 0; j < TB; ++j) {
         const __m256i xs = _mm256_sign_epi8(broadcast4(x[j] + s * kInt8StepK), wv);
@@ -45,8 +45,8 @@ inline void step(const std::uint8_t* w, const std::int8_t* const* x, __m256i (&a
   } else {
     const __m256i low = _mm256_set1_epi8(0x0F);
     for (int h = 0; h < kHalves; ++h) {
-      const __m256i v = _mm256_load_si256(
-          reinterpret_cast<const __m256i*>(w + s * kStepBytes + 32 * h));
+      const __m256i v =
+          _mm256_load_si256(reinterpret_cast<const __m256i*>(w + s * kStepBytes + 32 * h));
       const __m256i lo = _mm256_and_si256(v, low);
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
       for (int j = 0; j < TB; ++j) {

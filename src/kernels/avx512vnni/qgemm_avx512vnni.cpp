@@ -130,8 +130,8 @@ void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0) noexcept {
   for (int i = 0; i < RB; ++i) {
     const std::int64_t row0 = (b0 + i) * kBlockRows;
     const std::int64_t live = p.rows - row0;
-    const __mmask16 mask = live >= kBlockRows ? __mmask16(0xFFFF)
-                                              : static_cast<__mmask16>((1u << live) - 1u);
+    const __mmask16 mask =
+        live >= kBlockRows ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << live) - 1u);
     for (int j = 0; j < TB; ++j) {
       const __m512 y = _mm512_mul_ps(out[i][j], _mm512_set1_ps(p.xscale[t0 + j]));
       _mm512_mask_storeu_ps(p.y + (t0 + j) * p.ldy + row0, mask, y);
@@ -144,9 +144,14 @@ void tokens_tile(const QgemmParams& p, std::int64_t b0) noexcept {
   std::int64_t t = p.token_begin;
   for (; t + kMaxTb <= p.token_end; t += kMaxTb) tile<kInt4, RB, kMaxTb>(p, b0, t);
   switch (p.token_end - t) {
-    case 2: tile<kInt4, RB, 2>(p, b0, t); break;
-    case 1: tile<kInt4, RB, 1>(p, b0, t); break;
-    default: break;
+    case 2:
+      tile<kInt4, RB, 2>(p, b0, t);
+      break;
+    case 1:
+      tile<kInt4, RB, 1>(p, b0, t);
+      break;
+    default:
+      break;
   }
 }
 
@@ -155,10 +160,17 @@ void run(const QgemmParams& p) noexcept {
   std::int64_t b = p.block_begin;
   for (; b + kMaxRb <= p.block_end; b += kMaxRb) tokens_tile<kInt4, kMaxRb>(p, b);
   switch (p.block_end - b) {
-    case 3: tokens_tile<kInt4, 3>(p, b); break;
-    case 2: tokens_tile<kInt4, 2>(p, b); break;
-    case 1: tokens_tile<kInt4, 1>(p, b); break;
-    default: break;
+    case 3:
+      tokens_tile<kInt4, 3>(p, b);
+      break;
+    case 2:
+      tokens_tile<kInt4, 2>(p, b);
+      break;
+    case 1:
+      tokens_tile<kInt4, 1>(p, b);
+      break;
+    default:
+      break;
   }
 }
 
