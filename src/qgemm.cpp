@@ -93,6 +93,7 @@ void run_integer(const PackedMatrix& packed, const KernelActivations& a, float* 
   base.scales = packed.block_scales();
   base.row_sums = packed.block_row_sums();
   base.offsets = packed.block_offsets();
+  base.common_offset = packed.container() == Container::kInt4 && packed.grid().symmetric ? 8 : -1;
   base.groups = packed.groups();
   const Index step = packed.step_inputs();
   const Index gs = std::min(packed.group_size(), packed.cols());

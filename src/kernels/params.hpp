@@ -23,6 +23,7 @@ struct QgemmParams {
   const float* scales;           // [block][group][16] weight scales (0 on padded rows)
   const std::int32_t* row_sums;  // [block][group][16] Σ d over the group (int8 container)
   const std::int32_t* offsets;   // [block][group][16] nibble offset o, d = n − o (int4 container)
+  std::int32_t common_offset;    // ≥ 0: every real row's offset equals it (symmetric int4: 8)
   std::int64_t groups;
   std::int64_t group_steps;       // k-steps of every group but the last
   std::int64_t last_group_steps;  // k-steps of the last group (it may be shorter / padded)

@@ -24,7 +24,10 @@ namespace qround::kernels {
 namespace {
 
 constexpr int kMaxRb = 4;
-constexpr int kMaxTb = 3;
+// Tokens per register tile: int8 keeps 4·3 int32 + 4·3 f32 accumulators + 4 weights in the 32
+// ZMM registers; int4 needs two unpacked weights per block, so it takes 2 tokens.
+template <bool kInt4>
+constexpr int kMaxTb = kInt4 ? 2 : 3;
 constexpr std::int64_t kPrefetchBytes = 1024;  // per weight stream, ahead of the loads
 
 template <bool kInt4>
@@ -79,13 +82,15 @@ struct Step<true> {  // int4
   }
   static inline __m512i fix(const QgemmParams& p, std::int64_t b, std::int64_t t, std::int64_t g,
                             __m512i acc) noexcept {
+    const std::int32_t xs = p.xsum[t * p.groups + g];
+    if (p.common_offset >= 0)  // symmetric: o = 8 on every row, no per-lane multiply
+      return _mm512_sub_epi32(acc, _mm512_set1_epi32(p.common_offset * xs));
     const __m512i o = _mm512_load_si512(p.offsets + side_index(p, b, g));
-    const __m512i xs = _mm512_set1_epi32(p.xsum[t * p.groups + g]);
-    return _mm512_sub_epi32(acc, _mm512_mullo_epi32(o, xs));
+    return _mm512_sub_epi32(acc, _mm512_mullo_epi32(o, _mm512_set1_epi32(xs)));
   }
 };
 
-template <bool kInt4, int RB, int TB>
+template <bool kInt4, bool kRaw, int RB, int TB>
 void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0) noexcept {
   using S = Step<kInt4>;
   const std::uint8_t* w[RB];
@@ -108,12 +113,14 @@ void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0) noexcept {
                        _MM_HINT_T0);
       S::template run<RB, TB>(w, x, acc, s);
     }
+#pragma GCC unroll 4
     for (int i = 0; i < RB; ++i) {
       const float* sc = p.scales + side_index(p, b0 + i, g);
       const __m512 scale = _mm512_load_ps(sc);
+#pragma GCC unroll 4
       for (int j = 0; j < TB; ++j) {
         const __m512i exact = S::fix(p, b0 + i, t0 + j, g, acc[i][j]);
-        if (p.acc != nullptr) {
+        if (kRaw) {
           alignas(64) std::int32_t lanes[kBlockRows];
           _mm512_store_si512(lanes, exact);
           float unused[kBlockRows];
@@ -126,7 +133,7 @@ void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0) noexcept {
     for (int i = 0; i < RB; ++i) w[i] += steps * kStepBytes;
     for (int j = 0; j < TB; ++j) x[j] += steps * S::kInputs;
   }
-  if (p.acc != nullptr) return;
+  if (kRaw) return;
   for (int i = 0; i < RB; ++i) {
     const std::int64_t row0 = (b0 + i) * kBlockRows;
     const std::int64_t live = p.rows - row0;
@@ -139,16 +146,36 @@ void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0) noexcept {
   }
 }
 
-template <bool kInt4, int RB>
+template <bool kInt4, bool kRaw, int RB>
 void tokens_tile(const QgemmParams& p, std::int64_t b0) noexcept {
+  constexpr int kTb = kMaxTb<kInt4>;
   std::int64_t t = p.token_begin;
-  for (; t + kMaxTb <= p.token_end; t += kMaxTb) tile<kInt4, RB, kMaxTb>(p, b0, t);
+  for (; t + kTb <= p.token_end; t += kTb) tile<kInt4, kRaw, RB, kTb>(p, b0, t);
   switch (p.token_end - t) {
     case 2:
-      tile<kInt4, RB, 2>(p, b0, t);
+      tile<kInt4, kRaw, RB, 2>(p, b0, t);
       break;
     case 1:
-      tile<kInt4, RB, 1>(p, b0, t);
+      tile<kInt4, kRaw, RB, 1>(p, b0, t);
+      break;
+    default:
+      break;
+  }
+}
+
+template <bool kInt4, bool kRaw>
+void run_blocks(const QgemmParams& p) noexcept {
+  std::int64_t b = p.block_begin;
+  for (; b + kMaxRb <= p.block_end; b += kMaxRb) tokens_tile<kInt4, kRaw, kMaxRb>(p, b);
+  switch (p.block_end - b) {
+    case 3:
+      tokens_tile<kInt4, kRaw, 3>(p, b);
+      break;
+    case 2:
+      tokens_tile<kInt4, kRaw, 2>(p, b);
+      break;
+    case 1:
+      tokens_tile<kInt4, kRaw, 1>(p, b);
       break;
     default:
       break;
@@ -157,21 +184,10 @@ void tokens_tile(const QgemmParams& p, std::int64_t b0) noexcept {
 
 template <bool kInt4>
 void run(const QgemmParams& p) noexcept {
-  std::int64_t b = p.block_begin;
-  for (; b + kMaxRb <= p.block_end; b += kMaxRb) tokens_tile<kInt4, kMaxRb>(p, b);
-  switch (p.block_end - b) {
-    case 3:
-      tokens_tile<kInt4, 3>(p, b);
-      break;
-    case 2:
-      tokens_tile<kInt4, 2>(p, b);
-      break;
-    case 1:
-      tokens_tile<kInt4, 1>(p, b);
-      break;
-    default:
-      break;
-  }
+  if (p.acc != nullptr)
+    run_blocks<kInt4, true>(p);
+  else
+    run_blocks<kInt4, false>(p);
 }
 
 }  // namespace
