@@ -97,8 +97,8 @@ void run_integer(const PackedMatrix& packed, const KernelActivations& a, float* 
   base.groups = packed.groups();
   const Index step = packed.step_inputs();
   const Index gs = std::min(packed.group_size(), packed.cols());
-  base.group_steps = gs / step;
   base.last_group_steps = (packed.padded_cols() - (packed.groups() - 1) * gs) / step;
+  base.group_steps = packed.groups() > 1 ? gs / step : base.last_group_steps;
   base.xq = a.xq.data();
   base.kp = a.kp;
   base.xsum = a.xsum.data();

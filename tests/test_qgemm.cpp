@@ -168,6 +168,21 @@ TEST_P(QgemmIsa, AccumulatorsBitExactAtExtremes) {
   }
 }
 
+TEST_P(QgemmIsa, LongRowsAcrossKChunks) {
+  // More than 128 k-steps and several token tiles: kernels that block K carry their accumulators
+  // (mid-group too) from chunk to chunk.
+  std::mt19937 rng(21);
+  for (const Config& cfg : kConfigs)
+    for (Index cols : {1031, 2053}) {
+      const Grid g = make_test_grid(33, cols, cfg.bits, cfg.symmetric, cfg.group, rng);
+      const MatrixI8 codes = random_codes(g, rng);
+      const MatrixF x = random_activations(9, cols, rng);
+      expect_exact_accumulators(codes, g, cfg.container, quantize_activations(x),
+                                config_name(cfg) + " long " + std::to_string(cols));
+      expect_close_outputs(codes, g, cfg.container, x, config_name(cfg));
+    }
+}
+
 TEST_P(QgemmIsa, FloatOutputsWithinBoundAndGuardsIntact) {
   std::mt19937 rng(5);
   for (const Config& cfg : kConfigs)

@@ -25,7 +25,7 @@ struct QgemmParams {
   const std::int32_t* offsets;   // [block][group][16] nibble offset o, d = n − o (int4 container)
   std::int32_t common_offset;    // ≥ 0: every real row's offset equals it (symmetric int4: 8)
   std::int64_t groups;
-  std::int64_t group_steps;       // k-steps of every group but the last
+  std::int64_t group_steps;       // k-steps of every group but the last (one group: = last)
   std::int64_t last_group_steps;  // k-steps of the last group (it may be shorter / padded)
   // Activations, quantized per token to int8 in [−127, 127], zero-padded to kp inputs.
   const std::int8_t* xq;     // tokens × kp

@@ -90,33 +90,57 @@ struct Step<true> {  // int4
   }
 };
 
+// Accumulators of one register tile carried from one K-chunk to the next.
+struct TileState {
+  alignas(64) float out[kMaxRb][3][kBlockRows];
+  alignas(64) std::int32_t acc[kMaxRb][3][kBlockRows];
+};
+
+// K-chunk of this many k-steps: RB = 4 blocks × 64 bytes × 128 steps = 32 KiB of weights, which
+// stay in L1 while every token tile of the work item passes over them.
+constexpr std::int64_t kChunkSteps = 128;
+
+inline std::int64_t total_steps(const QgemmParams& p) {
+  return (p.groups - 1) * p.group_steps + p.last_group_steps;
+}
+
+// Steps [s_begin, s_end) of blocks b0.. × tokens t0..; `state` carries the accumulators between
+// chunks (nullptr when this call covers all steps).
 template <bool kInt4, bool kRaw, int RB, int TB>
-void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0) noexcept {
+void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0, std::int64_t s_begin,
+          std::int64_t s_end, TileState* state) noexcept {
   using S = Step<kInt4>;
+  const std::int64_t all = total_steps(p);
   const std::uint8_t* w[RB];
   const std::int8_t* x[TB];
   for (int i = 0; i < RB; ++i) w[i] = p.weights + (b0 + i) * p.block_bytes;
   for (int j = 0; j < TB; ++j) x[j] = p.xq + (t0 + j) * p.kp;
   __m512 out[RB][TB];
+  __m512i acc[RB][TB];
+  const bool resume = s_begin > 0, mid_group = s_begin % p.group_steps != 0;
   for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < TB; ++j) out[i][j] = _mm512_setzero_ps();
+    for (int j = 0; j < TB; ++j) {
+      out[i][j] = resume ? _mm512_load_ps(state->out[i][j]) : _mm512_setzero_ps();
+      acc[i][j] =
+          resume && mid_group ? _mm512_load_si512(state->acc[i][j]) : _mm512_setzero_si512();
+    }
   const bool prefetch = TB == 1;  // GEMV streams weights once: keep DRAM requests in flight
-  for (std::int64_t g = 0; g < p.groups; ++g) {
-    const std::int64_t steps = g + 1 < p.groups ? p.group_steps : p.last_group_steps;
-    __m512i acc[RB][TB];
-    for (int i = 0; i < RB; ++i)
-      for (int j = 0; j < TB; ++j) acc[i][j] = _mm512_setzero_si512();
-    for (std::int64_t s = 0; s < steps; ++s) {
+  std::int64_t s = s_begin;
+  while (s < s_end) {
+    const std::int64_t g = s / p.group_steps < p.groups ? s / p.group_steps : p.groups - 1;
+    const std::int64_t g_end = g + 1 < p.groups ? (g + 1) * p.group_steps : all;
+    const std::int64_t e = g_end < s_end ? g_end : s_end;
+    for (; s < e; ++s) {
       if (prefetch)
         for (int i = 0; i < RB; ++i)
           _mm_prefetch(reinterpret_cast<const char*>(w[i] + s * kStepBytes + kPrefetchBytes),
                        _MM_HINT_T0);
       S::template run<RB, TB>(w, x, acc, s);
     }
+    if (s != g_end) break;  // the chunk ends inside group g: carry acc over
 #pragma GCC unroll 4
     for (int i = 0; i < RB; ++i) {
-      const float* sc = p.scales + side_index(p, b0 + i, g);
-      const __m512 scale = _mm512_load_ps(sc);
+      const __m512 scale = _mm512_load_ps(p.scales + side_index(p, b0 + i, g));
 #pragma GCC unroll 4
       for (int j = 0; j < TB; ++j) {
         const __m512i exact = S::fix(p, b0 + i, t0 + j, g, acc[i][j]);
@@ -128,10 +152,17 @@ void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0) noexcept {
         } else {
           out[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact), scale, out[i][j]);
         }
+        acc[i][j] = _mm512_setzero_si512();
       }
     }
-    for (int i = 0; i < RB; ++i) w[i] += steps * kStepBytes;
-    for (int j = 0; j < TB; ++j) x[j] += steps * S::kInputs;
+  }
+  if (s_end < all) {
+    for (int i = 0; i < RB; ++i)
+      for (int j = 0; j < TB; ++j) {
+        _mm512_store_ps(state->out[i][j], out[i][j]);
+        _mm512_store_si512(state->acc[i][j], acc[i][j]);
+      }
+    return;
   }
   if (kRaw) return;
   for (int i = 0; i < RB; ++i) {
@@ -146,20 +177,35 @@ void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0) noexcept {
   }
 }
 
+// Up to this many tokens per work item keep their chunk state on the stack (the entry splits
+// larger batches into tiles of 128); 64 states × 1.5 KiB.
+constexpr std::int64_t kMaxChunkedTokens = 128;
+constexpr std::int64_t kMaxTileStates = kMaxChunkedTokens / 2;
+
 template <bool kInt4, bool kRaw, int RB>
 void tokens_tile(const QgemmParams& p, std::int64_t b0) noexcept {
   constexpr int kTb = kMaxTb<kInt4>;
-  std::int64_t t = p.token_begin;
-  for (; t + kTb <= p.token_end; t += kTb) tile<kInt4, kRaw, RB, kTb>(p, b0, t);
-  switch (p.token_end - t) {
-    case 2:
-      tile<kInt4, kRaw, RB, 2>(p, b0, t);
-      break;
-    case 1:
-      tile<kInt4, kRaw, RB, 1>(p, b0, t);
-      break;
-    default:
-      break;
+  const std::int64_t tokens = p.token_end - p.token_begin;
+  const std::int64_t all = total_steps(p);
+  // One token tile: stream all of K. Several: K-chunks, each reused by every token tile.
+  const bool chunked = tokens > kTb && all > kChunkSteps && tokens <= kMaxChunkedTokens;
+  const std::int64_t chunk = chunked ? kChunkSteps : all;
+  TileState states[kMaxTileStates];
+  for (std::int64_t s0 = 0; s0 < all; s0 += chunk) {
+    const std::int64_t s1 = s0 + chunk < all ? s0 + chunk : all;
+    std::int64_t t = p.token_begin;
+    TileState* st = states;
+    for (; t + kTb <= p.token_end; t += kTb, ++st) tile<kInt4, kRaw, RB, kTb>(p, b0, t, s0, s1, st);
+    switch (p.token_end - t) {
+      case 2:
+        tile<kInt4, kRaw, RB, 2>(p, b0, t, s0, s1, st);
+        break;
+      case 1:
+        tile<kInt4, kRaw, RB, 1>(p, b0, t, s0, s1, st);
+        break;
+      default:
+        break;
+    }
   }
 }
 
