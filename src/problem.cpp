@@ -59,7 +59,9 @@ void LayerProblem::add_batch(const MatrixFRef& x) {
                                       x.rows(), x.cols(), cols()));
   if (x.rows() == 0) return;
   require_finite(x, "calibration batch");
-  detail::syrk_accumulate(detail::view(x), h_);
+  const detail::DenseView xv = detail::view(x);
+  detail::gemm_accumulate(xv.transposed(), xv, h_, /*upper_only=*/true);
+  mirrored_ = false;
   tokens_ += x.rows();
   if (options_.retain_activations) append_rows(x_retained_, x);
   derived_valid_ = false;
@@ -84,9 +86,10 @@ void LayerProblem::add_batch(const MatrixFRef& x_quantized, const MatrixFRef& x_
     hxx_ = MatrixD::Zero(cols(), cols());
   }
   const detail::DenseView xq = detail::view(x_quantized), xf = detail::view(x_float);
-  detail::syrk_accumulate(xq, h_);
+  detail::gemm_accumulate(xq.transposed(), xq, h_, /*upper_only=*/true);
   detail::gemm_accumulate(xq.transposed(), xf, c_);
-  detail::syrk_accumulate(xf, hxx_);
+  detail::gemm_accumulate(xf.transposed(), xf, hxx_, /*upper_only=*/true);
+  mirrored_ = false;
   tokens_ += x_quantized.rows();
   if (options_.retain_activations) {
     append_rows(x_retained_, x_quantized);
@@ -95,9 +98,23 @@ void LayerProblem::add_batch(const MatrixFRef& x_quantized, const MatrixFRef& x_
   derived_valid_ = false;
 }
 
-const MatrixD& LayerProblem::hessian() const { return h_; }
-const MatrixD& LayerProblem::cross() const { return has_target_ ? c_ : h_; }
-const MatrixD& LayerProblem::target_hessian() const { return has_target_ ? hxx_ : h_; }
+void LayerProblem::ensure_symmetric() const {
+  std::lock_guard<std::mutex> lock(*derived_mutex_);
+  if (mirrored_) return;
+  detail::mirror_upper_to_lower(h_);
+  if (has_target_) detail::mirror_upper_to_lower(hxx_);
+  mirrored_ = true;
+}
+
+const MatrixD& LayerProblem::hessian() const {
+  ensure_symmetric();
+  return h_;
+}
+const MatrixD& LayerProblem::cross() const { return has_target_ ? c_ : hessian(); }
+const MatrixD& LayerProblem::target_hessian() const {
+  ensure_symmetric();
+  return has_target_ ? hxx_ : h_;
+}
 
 const MatrixD& LayerProblem::target_residual() const {
   ensure_derived();
@@ -132,6 +149,7 @@ void LayerProblem::require_shape(const MatrixFRef& w_hat, const char* what) cons
 
 void LayerProblem::ensure_derived() const {
   require_calibration();
+  ensure_symmetric();
   std::lock_guard<std::mutex> lock(*derived_mutex_);
   if (derived_valid_) return;
   const MatrixD w = weights_.cast<double>();

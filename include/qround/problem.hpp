@@ -56,8 +56,8 @@ class LayerProblem {
   const MatrixF& activations() const;
   const MatrixF& target_activations() const;  // X; equals activations() without a target
 
-  double output_energy() const;                    // ‖X Wᵀ‖²_F
-  double loss(const MatrixFRef& w_hat) const;      // ‖X Wᵀ − X̃ Ŵᵀ‖²_F
+  double output_energy() const;                         // ‖X Wᵀ‖²_F
+  double loss(const MatrixFRef& w_hat) const;           // ‖X Wᵀ − X̃ Ŵᵀ‖²_F
   double relative_loss(const MatrixFRef& w_hat) const;  // loss / output_energy
   VectorD row_losses(const MatrixFRef& w_hat) const;    // L_i per output row
   MatrixF gradient(const MatrixFRef& w_hat) const;      // ∂L/∂Ŵ = 2(ΔH + R)
@@ -78,7 +78,12 @@ class LayerProblem {
 
   LayerProblemOptions options_;
   MatrixF weights_;
-  MatrixD h_, c_, hxx_;  // c_, hxx_ stay empty without a target
+  // H and H_xx are accumulated in their upper triangle only and mirrored lazily on first read
+  // (hence mutable; mirroring happens under derived_mutex_): a batch then costs no O(in²) copy.
+  mutable MatrixD h_, hxx_;
+  MatrixD c_;  // c_, hxx_ stay empty without a target
+  mutable bool mirrored_ = true;
+  void ensure_symmetric() const;
   Index tokens_ = 0;
   bool has_target_ = false;
   MatrixF x_retained_, x_target_retained_;
