@@ -184,6 +184,23 @@ TEST(LayerProblem, HessianIndependentOfBatching) {
   EXPECT_LE(max_abs(tone.target_hessian() - tmany.target_hessian()), 1e-13 * scale);
 }
 
+TEST(LayerProblem, CopiesBeforeTheFirstReadOfHAreIndependent) {
+  // H is mirrored lazily: a copy taken between add_batch and the first read must still see the
+  // whole symmetric matrix, and later batches must not leak between copies.
+  const MatrixF x = random_matrix(40, 30, 21), y = random_matrix(25, 30, 22);
+  LayerProblem a(random_matrix(3, 30, 23));
+  a.add_batch(x);
+  LayerProblem b = a;
+  b.add_batch(y);
+  const MatrixD hx = naive_gram(x, x);
+  EXPECT_LE(max_abs(a.hessian() - hx), 1e-12 * max_abs(hx));
+  EXPECT_LE(max_abs(b.hessian() - hx - naive_gram(y, y)), 1e-12 * max_abs(hx));
+  EXPECT_EQ(a.hessian(), a.hessian().transpose());
+  EXPECT_EQ(b.hessian(), b.hessian().transpose());
+  EXPECT_EQ(a.tokens(), 40);
+  EXPECT_EQ(b.tokens(), 65);
+}
+
 TEST(LayerProblem, RetainsActivationsInOrder) {
   const MatrixF x = random_matrix(10, 6, 9), xf = random_matrix(10, 6, 10);
   LayerProblem p(random_matrix(2, 6, 1), LayerProblemOptions{true});
