@@ -2,6 +2,7 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "qround/isa.hpp"
 #include "qround/round_layer.hpp"
 #include "qround/version.hpp"
 #ifdef _OPENMP
@@ -25,6 +26,15 @@ int run_info(int argc, char** argv) {
 #else
   fmt::print("threads: 1 (built without OpenMP)\n");
 #endif
+  const auto list = [](const std::vector<Isa>& isas) {
+    std::string out;
+    for (Isa isa : isas) out += fmt::format("{}{}", out.empty() ? "" : " ", to_string(isa));
+    return out;
+  };
+  fmt::print("simd compiled: {}\n", list(compiled_isas()));
+  fmt::print("simd supported here: {}\n", list(supported_isas()));
+  fmt::print("simd active: {} (override with QROUND_ISA=scalar|avx2|avx512vnni; no AMX path)\n",
+             to_string(active_isa()));
   std::string methods;
   for (Method m : available_methods()) methods += fmt::format("{}{}", methods.empty() ? "" : " ",
                                                               to_string(m));
