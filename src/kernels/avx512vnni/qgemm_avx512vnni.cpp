@@ -28,7 +28,7 @@ constexpr int kMaxRb = 4;
 // ZMM registers; int4 needs two unpacked weights per block, so it takes 2 tokens.
 template <bool kInt4>
 constexpr int kMaxTb = kInt4 ? 2 : 3;
-constexpr std::int64_t kPrefetchBytes = 1024;  // per weight stream, ahead of the loads
+constexpr std::int64_t kPrefetchBytes = 2048;  // per weight stream, ahead of the loads
 
 template <bool kInt4>
 struct Step;
