@@ -123,6 +123,11 @@ void run_integer(const PackedMatrix& packed, const KernelActivations& a, float* 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (Index item = 0; item < items; ++item) {
     kernels::QgemmParams p = base;
+    detail::AlignedVector<std::uint8_t> scratch;
+    if (token_tile > 1) {
+      scratch.resize(kernels::kKernelScratchBytes);
+      p.scratch = scratch.data();
+    }
     const Index bc = item / token_chunks, tc = item % token_chunks;
     p.block_begin = bc * block_chunk;
     p.block_end = std::min(blocks, p.block_begin + block_chunk);
