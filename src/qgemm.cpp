@@ -235,21 +235,26 @@ void dequantize_block(const PackedMatrix& packed, Index b, const float* lut,
   const bool int8 = packed.container() == Container::kInt8;
   const std::uint8_t* bytes = packed.data() + b * packed.block_bytes();
   const Index steps = kp / packed.step_inputs();
-  for (Index st = 0; st < steps; ++st, bytes += kernels::kStepBytes)
-    for (int j = 0; j < kernels::kStepBytes; ++j) {
-      const Index rr = j / 4, i = j % 4;
-      for (int half = 0; half < (int8 ? 1 : 2); ++half) {
-        const Index k = int8 ? 4 * st + i : 8 * st + 4 * half + i;
-        const Index g = std::min(k / gs, groups - 1);
-        const Index side = (b * groups + g) * kBlockRows + rr;
-        const std::int32_t d =
-            int8 ? static_cast<std::int8_t>(bytes[j])
-                 : ((bytes[j] >> (4 * half)) & 0xF) - packed.block_offsets()[side];
-        const float level = lut ? lut[rr * 255 + d + 127] : static_cast<float>(d);
-        const float scale = lut ? eff_scales[rr * groups + g] : packed.block_scales()[side];
-        w[rr * kp + k] = scale * level;
+  const Index step_k = packed.step_inputs();
+  for (Index st = 0; st < steps; ++st, bytes += kernels::kStepBytes) {
+    // A k-step never straddles groups (group sizes are whole k-steps), so g is per step.
+    const Index g = std::min(st * step_k / gs, groups - 1);
+    for (Index rr = 0; rr < kBlockRows; ++rr) {
+      const Index side = (b * groups + g) * kBlockRows + rr;
+      const float scale = lut ? eff_scales[rr * groups + g] : packed.block_scales()[side];
+      const std::int32_t offset = packed.block_offsets()[side];
+      float* out = w + rr * kp + st * step_k;
+      for (Index i = 0; i < 4; ++i) {
+        const std::uint8_t byte = bytes[rr * 4 + i];
+        const std::int32_t d0 = int8 ? static_cast<std::int8_t>(byte) : (byte & 0xF) - offset;
+        out[i] = scale * (lut ? lut[rr * 255 + d0 + 127] : static_cast<float>(d0));
+        if (!int8) {
+          const std::int32_t d1 = (byte >> 4) - offset;
+          out[4 + i] = scale * (lut ? lut[rr * 255 + d1 + 127] : static_cast<float>(d1));
+        }
       }
     }
+  }
 }
 
 }  // namespace
