@@ -3,6 +3,7 @@
 // per second / 1e9, GBps = packed weight bytes streamed per second / 1e9. "_cold" variants cycle
 // through enough copies of the weights to exceed twice the last-level cache (32 MiB here), which
 // is what a real model's decode sees.
+//   w4a32: the float-activation path (qgemm_float) on the w4a8 weights.
 //   w8a8: 8-bit symmetric per-row weights (int8 container); w4a8: 4-bit symmetric, groups of 32
 //   (int4 container, like q4_0). Activations: int8 per token (dynamic).
 // Machine limits (2 cores, measured): int8 VNNI ≈ 1 690 GOPS, f32 FMA ≈ 420 GFLOP/s,
@@ -82,6 +83,17 @@ void bench_qgemm(benchmark::State& state, Isa isa, int bits, Shape s, bool cold)
   set_counters(state, s, double(first.bytes()));
 }
 
+// Float-activation path (weights dequantized on the fly, f32 accumulation; portable code).
+void bench_float_path(benchmark::State& state, int bits, Shape s) {
+  const PackedMatrix packed = random_packed(s.out, s.in, bits, 1);
+  const MatrixF x = random_inputs(s.tokens, s.in);
+  for (auto _ : state) {
+    MatrixF y = qgemm_float(packed, x);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, s, double(packed.bytes()));
+}
+
 void bench_eigen(benchmark::State& state, Shape s) {
   const MatrixF w = random_inputs(s.out, s.in);  // 64+ MiB: streamed from DRAM like a cold run
   const MatrixF x = random_inputs(s.tokens, s.in);
@@ -108,6 +120,11 @@ const bool registered = [] {
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
         }
+    if (s.out == 4096 && s.tokens <= 32)
+      benchmark::RegisterBenchmark(("qgemm_w4a32/generic/" + shape_name(s)).c_str(),
+                                   bench_float_path, 4, s)
+          ->UseRealTime()
+          ->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("qgemm_f32/eigen/" + shape_name(s)).c_str(), bench_eigen, s)
         ->UseRealTime()
         ->Unit(benchmark::kMicrosecond);

@@ -133,6 +133,9 @@ PackedMatrix::PackedMatrix(const MatrixI8Ref& codes, const Grid& grid, const Pac
 }
 
 std::int32_t PackedMatrix::weight(Index row, Index col) const {
+  if (row < 0 || row >= rows() || col < 0 || col >= cols())
+    throw InvalidArgument(fmt::format("weight ({}, {}) is outside the packed {}×{} matrix", row,
+                                      col, rows(), cols()));
   const Slot s = slot_of(container_, block_bytes(), row, col);
   const std::uint8_t byte = weights_[static_cast<std::size_t>(s.byte)];
   if (container_ == Container::kInt8) return static_cast<std::int8_t>(byte);

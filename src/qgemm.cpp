@@ -123,6 +123,11 @@ void run_integer(const PackedMatrix& packed, const KernelActivations& a, float* 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (Index item = 0; item < items; ++item) {
     kernels::QgemmParams p = base;
+    detail::AlignedVector<std::uint8_t> scratch;
+    if (token_tile > 1) {
+      scratch.resize(kernels::kKernelScratchBytes);
+      p.scratch = scratch.data();
+    }
     const Index bc = item / token_chunks, tc = item % token_chunks;
     p.block_begin = bc * block_chunk;
     p.block_end = std::min(blocks, p.block_begin + block_chunk);
@@ -218,45 +223,87 @@ MatrixI32 qgemm_accumulators(const PackedMatrix& packed, const QuantizedActivati
 
 // ---- float-activation path -------------------------------------------------------------------
 
+namespace {
+
+// Dequantizes block b (16 rows × kp inputs) from the packed layout into w (row-major, stride kp).
+// Non-uniform (NUPES) levels factor as s^(1/a) · sign(d)|d|^(1/a): lut holds sign(d)|d|^(1/a) of
+// each row at [row][d + 127] and eff_scales the s^(1/a) per [row][group].
+void dequantize_block(const PackedMatrix& packed, Index b, const float* lut,
+                      const float* eff_scales, float* w) {
+  const Index kp = packed.padded_cols(), groups = packed.groups();
+  const Index gs = std::min(packed.group_size(), packed.cols());
+  const bool int8 = packed.container() == Container::kInt8;
+  const std::uint8_t* bytes = packed.data() + b * packed.block_bytes();
+  const Index steps = kp / packed.step_inputs();
+  const Index step_k = packed.step_inputs();
+  for (Index st = 0; st < steps; ++st, bytes += kernels::kStepBytes) {
+    // A k-step never straddles groups (group sizes are whole k-steps), so g is per step.
+    const Index g = std::min(st * step_k / gs, groups - 1);
+    for (Index rr = 0; rr < kBlockRows; ++rr) {
+      const Index side = (b * groups + g) * kBlockRows + rr;
+      const float scale = lut ? eff_scales[rr * groups + g] : packed.block_scales()[side];
+      const std::int32_t offset = packed.block_offsets()[side];
+      float* out = w + rr * kp + st * step_k;
+      for (Index i = 0; i < 4; ++i) {
+        const std::uint8_t byte = bytes[rr * 4 + i];
+        const std::int32_t d0 = int8 ? static_cast<std::int8_t>(byte) : (byte & 0xF) - offset;
+        out[i] = scale * (lut ? lut[rr * 255 + d0 + 127] : static_cast<float>(d0));
+        if (!int8) {
+          const std::int32_t d1 = (byte >> 4) - offset;
+          out[4 + i] = scale * (lut ? lut[rr * 255 + d1 + 127] : static_cast<float>(d1));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 MatrixF qgemm_float(const PackedMatrix& packed, const MatrixFRef& x, const QgemmOptions& options) {
   options.validate();
   check_inputs(packed, x.rows(), x.cols(), "qgemm_float");
   require_finite(x, "activations");
   const Grid& grid = packed.grid();
   const Index rows = packed.rows(), cols = packed.cols(), tokens = x.rows();
-  const Index groups = packed.groups(), gs = std::min(packed.group_size(), cols);
+  const Index groups = packed.groups(), kp = packed.padded_cols();
   MatrixF y = MatrixF::Zero(tokens, rows);
   if (tokens == 0) return y;
 
-  // Non-uniform (NUPES) levels factor as s^(1/a) · sign(d)|d|^(1/a): one table of 255 values per
-  // row, indexed by d + 127, and one effective scale per group.
   const bool uniform = packed.is_uniform();
   const int threads = thread_count(options);
   const Index blocks = packed.blocks();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && blocks > 1)
   for (Index b = 0; b < blocks; ++b) {
-    std::vector<float> w(static_cast<std::size_t>(gs));
-    std::vector<float> lut(uniform ? 0 : 255);
-    const Index r_end = std::min(rows, (b + 1) * kBlockRows);
-    for (Index r = b * kBlockRows; r < r_end; ++r) {
-      const float inv_a = uniform ? 1.0f : 1.0f / grid.power(r);
-      for (int d = -127; !uniform && d <= 127; ++d)
-        lut[static_cast<std::size_t>(d + 127)] =
-            std::copysign(std::pow(std::fabs(static_cast<float>(d)), inv_a), static_cast<float>(d));
-      for (Index g = 0; g < groups; ++g) {
-        const Index c0 = g * gs, len = std::min(gs, cols - c0);
-        const float s = uniform ? grid.scales(r, g) : std::pow(grid.scales(r, g), inv_a);
-        for (Index i = 0; i < len; ++i) {
-          const std::int32_t d = packed.weight(r, c0 + i);
-          w[static_cast<std::size_t>(i)] =
-              s * (uniform ? static_cast<float>(d) : lut[static_cast<std::size_t>(d + 127)]);
-        }
-        for (Index t = 0; t < tokens; ++t) {
-          const float* xr = x.data() + t * x.outerStride() + c0;
-          float dot = 0.0f;
-          for (Index i = 0; i < len; ++i) dot += xr[i] * w[static_cast<std::size_t>(i)];
-          y(t, r) += dot;
-        }
+    const Index r0 = b * kBlockRows, live = std::min<Index>(kBlockRows, rows - r0);
+    std::vector<float> w(static_cast<std::size_t>(kBlockRows * kp), 0.0f);
+    std::vector<float> lut, eff_scales;
+    if (!uniform) {
+      lut.assign(kBlockRows * 255, 0.0f);
+      eff_scales.assign(static_cast<std::size_t>(kBlockRows * groups), 0.0f);
+      for (Index rr = 0; rr < live; ++rr) {
+        const float inv_a = 1.0f / grid.power(r0 + rr);
+        for (int d = -127; d <= 127; ++d)
+          lut[static_cast<std::size_t>(rr * 255 + d + 127)] = std::copysign(
+              std::pow(std::fabs(static_cast<float>(d)), inv_a), static_cast<float>(d));
+        for (Index g = 0; g < groups; ++g)
+          eff_scales[static_cast<std::size_t>(rr * groups + g)] =
+              std::pow(grid.scales(r0 + rr, g), inv_a);
+      }
+    }
+    dequantize_block(packed, b, uniform ? nullptr : lut.data(),
+                     uniform ? nullptr : eff_scales.data(), w.data());
+    // Dot products with 8 independent partial sums (vectorizable, fixed order → deterministic).
+    for (Index t = 0; t < tokens; ++t) {
+      const float* xr = x.data() + t * x.outerStride();
+      for (Index rr = 0; rr < live; ++rr) {
+        const float* wr = w.data() + rr * kp;
+        float part[8] = {};
+        Index k = 0;
+        for (; k + 8 <= cols; k += 8)
+          for (int u = 0; u < 8; ++u) part[u] += xr[k + u] * wr[k + u];
+        for (; k < cols; ++k) part[k % 8] += xr[k] * wr[k];
+        y(t, r0 + rr) = ((part[0] + part[1]) + (part[2] + part[3])) +
+                        ((part[4] + part[5]) + (part[6] + part[7]));
       }
     }
   }

@@ -99,6 +99,8 @@ TEST(PackedMatrix, Int4NibbleOrderGolden) {
   EXPECT_EQ(u.data()[0], 0x1F);
   EXPECT_EQ(u.data()[9], 0x90);
   EXPECT_EQ(u.weight(0, 0), 12);
+  EXPECT_THROW(u.weight(16, 0), InvalidArgument);
+  EXPECT_THROW(u.weight(0, 8), InvalidArgument);
 }
 
 TEST(PackedMatrix, Int8LayoutGolden) {

@@ -42,7 +42,12 @@ struct QgemmParams {
   std::int64_t ldy;
   std::int32_t* acc;
   std::int64_t ld_acc;
+  void* scratch;  // kKernelScratchBytes, or nullptr (then kernels do not block K)
 };
+
+// Per-work-item scratch the entry hands to the kernels (K-chunk state of up to 128 tokens), so
+// kernels keep no large arrays on small worker-thread stacks. 64-byte aligned.
+constexpr std::size_t kKernelScratchBytes = std::size_t{128} << 10;
 
 using QgemmKernel = void (*)(const QgemmParams&) noexcept;
 

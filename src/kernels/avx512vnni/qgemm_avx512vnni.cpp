@@ -28,7 +28,7 @@ constexpr int kMaxRb = 4;
 // ZMM registers; int4 needs two unpacked weights per block, so it takes 2 tokens.
 template <bool kInt4>
 constexpr int kMaxTb = kInt4 ? 2 : 3;
-constexpr std::int64_t kPrefetchBytes = 1024;  // per weight stream, ahead of the loads
+constexpr std::int64_t kPrefetchBytes = 2048;  // per weight stream, ahead of the loads
 
 template <bool kInt4>
 struct Step;
@@ -177,10 +177,12 @@ void tile(const QgemmParams& p, std::int64_t b0, std::int64_t t0, std::int64_t s
   }
 }
 
-// Up to this many tokens per work item keep their chunk state on the stack (the entry splits
-// larger batches into tiles of 128); 64 states × 1.5 KiB.
+// Up to this many tokens per work item keep their chunk state in the entry's scratch (the entry
+// splits larger batches into tiles of 128).
 constexpr std::int64_t kMaxChunkedTokens = 128;
 constexpr std::int64_t kMaxTileStates = kMaxChunkedTokens / 2;
+static_assert(kMaxTileStates * sizeof(TileState) <= kKernelScratchBytes,
+              "the K-chunk state must fit the scratch the entry provides");
 
 template <bool kInt4, bool kRaw, int RB>
 void tokens_tile(const QgemmParams& p, std::int64_t b0) noexcept {
@@ -188,9 +190,10 @@ void tokens_tile(const QgemmParams& p, std::int64_t b0) noexcept {
   const std::int64_t tokens = p.token_end - p.token_begin;
   const std::int64_t all = total_steps(p);
   // One token tile: stream all of K. Several: K-chunks, each reused by every token tile.
-  const bool chunked = tokens > kTb && all > kChunkSteps && tokens <= kMaxChunkedTokens;
+  const bool chunked =
+      p.scratch != nullptr && tokens > kTb && all > kChunkSteps && tokens <= kMaxChunkedTokens;
   const std::int64_t chunk = chunked ? kChunkSteps : all;
-  TileState states[kMaxTileStates];
+  TileState* states = static_cast<TileState*>(p.scratch);
   for (std::int64_t s0 = 0; s0 < all; s0 += chunk) {
     const std::int64_t s1 = s0 + chunk < all ? s0 + chunk : all;
     std::int64_t t = p.token_begin;
