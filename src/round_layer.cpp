@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "qround/flexround.hpp"
 #include "qround/nearest.hpp"
 #ifdef _OPENMP
 #include <omp.h>
@@ -26,7 +27,7 @@ const char* to_string(Method m) {
 
 std::vector<Method> available_methods() {
   // Methods are listed here once they are implemented and registered in round_layer() below.
-  return {Method::kNearest};
+  return {Method::kNearest, Method::kFlexRound};
 }
 
 Method parse_method(const std::string& name) {
@@ -104,12 +105,22 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
     ~Restore() { omp_set_num_threads(n); }
   } restore{saved_threads};
 #endif
-  (void)progress;
   detail::ParamReader params(options.params, to_string(options.method));
   switch (options.method) {
     case Method::kNearest: {
       params.finish();
       return round_to_nearest(problem, options.grid);
+    }
+    case Method::kFlexRound: {
+      FlexRoundOptions o;
+      if (options.iterations >= 0) o.iterations = options.iterations;
+      o.threads = options.threads;
+      o.lr = params.get_double("lr", o.lr);
+      o.final_lr_fraction = params.get_double("final-lr-fraction", o.final_lr_fraction);
+      o.learn_s1 = params.get_bool("learn-s1", o.learn_s1);
+      o.keep_best = params.get_bool("keep-best", o.keep_best);
+      params.finish();
+      return flexround(problem, options.grid, o, progress);
     }
     default:
       break;
