@@ -9,11 +9,9 @@
 #include <vector>
 
 #include "qround/detail/adam.hpp"
-#include "qround/detail/row_block_loss.hpp"
+#include "qround/detail/row_block_trainer.hpp"
 #include "qround/detail/rtn_guard.hpp"
 #include "qround/detail/schedule.hpp"
-#include "qround/detail/threads.hpp"
-#include "qround/detail/training_log.hpp"
 #include "qround/nearest.hpp"
 #include "qround/scale_search.hpp"
 
@@ -53,9 +51,10 @@ struct RowLayout {
 // (rows × layout.size(), row-major), so a row's θ are contiguous for its Adam.
 class FlexRoundModel {
  public:
-  FlexRoundModel(const LayerProblem& problem, const Grid& grid, bool learn_s1)
-      : problem_(problem), grid_(grid), loss_(problem), layout_{grid.groups(), grid.cols},
-        learn_s1_(learn_s1 && grid.granularity != Granularity::kPerTensor),
+  FlexRoundModel(const LayerProblem& problem, const Grid& grid, const FlexRoundOptions& options)
+      : problem_(problem), grid_(grid), options_(options), loss_(problem),
+        layout_{grid.groups(), grid.cols},
+        learn_s1_(options.learn_s1 && grid.granularity != Granularity::kPerTensor),
         params_(MatrixF::Zero(grid.rows, layout_.size())) {}
 
   const RowLayout& layout() const { return layout_; }
@@ -128,13 +127,39 @@ class FlexRoundModel {
       for (Index g = 0; g < layout_.groups; ++g) grad[g] = static_cast<float>(g1[size_t(g)]);
   }
 
+  // Training state: Adam per row, and each row's best codes and s1.
+  void start_training() {
+    adam_.assign(static_cast<size_t>(grid_.rows),
+                 detail::Adam(static_cast<size_t>(layout_.size()), {options_.lr}));
+    best_codes_.resize(grid_.rows, grid_.cols);
+    best_scales_.resize(grid_.rows, grid_.groups());
+  }
+  void keep(const Block& b, Index k) {
+    best_codes_.row(b.row0 + k) = b.codes.row(k);
+    best_scales_.row(b.row0 + k) = b.s1.row(k);
+  }
+  void step(const Block& b, Index k, int it) {
+    std::vector<float> grad(static_cast<size_t>(layout_.size()));
+    backward(b, k, grad.data());
+    const double lr = detail::cosine_lr(options_.lr, it, options_.iterations,
+                                        options_.final_lr_fraction);
+    const Index r = b.row0 + k;
+    adam_[static_cast<size_t>(r)].step(params_.data() + r * layout_.size(), grad.data(), lr);
+  }
+  const MatrixI8& best_codes() const { return best_codes_; }
+  const MatrixF& best_scales() const { return best_scales_; }
+
  private:
   const LayerProblem& problem_;
   const Grid& grid_;
+  FlexRoundOptions options_;
   detail::RowBlockLoss loss_;
   RowLayout layout_;
   bool learn_s1_;
   MatrixF params_;
+  std::vector<detail::Adam> adam_;
+  MatrixI8 best_codes_;
+  MatrixF best_scales_;
 };
 
 void check_inputs(const LayerProblem& problem, const Grid& grid) {
@@ -156,7 +181,7 @@ FlexRoundEvaluation flexround_evaluate(const LayerProblem& problem, const Grid& 
         "flexround state shapes θ1 {}×{}, θ2 {}×{}, θ3 {} do not match the grid ({}×{}, {} groups)",
         state.theta_s1.rows(), state.theta_s1.cols(), state.theta_s2.rows(),
         state.theta_s2.cols(), state.theta_s3.size(), grid.rows, grid.cols, grid.groups()));
-  FlexRoundModel model(problem, grid, /*learn_s1=*/true);
+  FlexRoundModel model(problem, grid, FlexRoundOptions{});
   const RowLayout& lay = model.layout();
   for (Index r = 0; r < grid.rows; ++r) {
     model.params().row(r).head(lay.groups) = state.theta_s1.row(r);
@@ -168,30 +193,20 @@ FlexRoundEvaluation flexround_evaluate(const LayerProblem& problem, const Grid& 
   out.w_hat.resize(grid.rows, grid.cols);
   out.scales.resize(grid.rows, grid.groups());
   out.gradient = FlexRoundState::zeros(grid);
-  std::vector<double> row_loss(static_cast<size_t>(grid.rows));
-  const Index blocks = model.loss().blocks(grid.rows);
-  constexpr Index kB = detail::RowBlockLoss::kRowBlock;
-#pragma omp parallel for schedule(static) num_threads(detail::resolve_threads(threads)) \
-    if (detail::worth_parallel(grid.rows, grid.cols))
-  for (Index bi = 0; bi < blocks; ++bi) {
-    FlexRoundModel::Block b;
-    model.forward(bi * kB, std::min(kB, grid.rows - bi * kB), b);
-    std::vector<float> grad(static_cast<size_t>(lay.size()));
-    for (Index k = 0; k < b.n; ++k) {
-      const Index r = b.row0 + k;
-      model.backward(b, k, grad.data());
-      const Eigen::Map<const Eigen::RowVectorXf> g(grad.data(), lay.size());
-      out.gradient.theta_s1.row(r) = g.head(lay.groups);
-      out.gradient.theta_s2.row(r) = g.segment(lay.s2(), lay.cols);
-      out.gradient.theta_s3[r] = g[lay.s3()];
-      row_loss[size_t(r)] = b.row_loss[size_t(k)];
-    }
-    out.codes.middleRows(b.row0, b.n) = b.codes;
-    out.w_hat.middleRows(b.row0, b.n) = b.w_hat;
-    out.scales.middleRows(b.row0, b.n) = b.s1;
-  }
-  out.loss = model.loss().baseline();
-  for (double l : row_loss) out.loss += l;
+  out.loss = detail::evaluate_row_blocks(
+      model, model.loss(), grid.rows, grid.cols, threads,
+      [&](const FlexRoundModel::Block& b, Index k) {
+        const Index r = b.row0 + k;
+        std::vector<float> grad(static_cast<size_t>(lay.size()));
+        model.backward(b, k, grad.data());
+        const Eigen::Map<const Eigen::RowVectorXf> g(grad.data(), lay.size());
+        out.gradient.theta_s1.row(r) = g.head(lay.groups);
+        out.gradient.theta_s2.row(r) = g.segment(lay.s2(), lay.cols);
+        out.gradient.theta_s3[r] = g[lay.s3()];
+        out.codes.row(r) = b.codes.row(k);
+        out.w_hat.row(r) = b.w_hat.row(k);
+        out.scales.row(r) = b.s1.row(k);
+      });
   return out;
 }
 
@@ -201,57 +216,16 @@ QuantizedLayer flexround(const LayerProblem& problem, const Grid& grid,
   options.validate();
   check_inputs(problem, grid);
   const Index rows = grid.rows, cols = grid.cols;
-  FlexRoundModel model(problem, grid, options.learn_s1);
-  const RowLayout& lay = model.layout();
-  std::vector<detail::Adam> adam(static_cast<size_t>(rows));
-  for (auto& a : adam) a = detail::Adam(static_cast<size_t>(lay.size()), {options.lr});
-
-  // Best iterate per row (iteration 0 is RTN, so a row never ends worse than where it began).
-  MatrixI8 best_codes(rows, cols);
-  MatrixF best_scales(rows, grid.groups());
-  std::vector<double> best_loss(static_cast<size_t>(rows), std::numeric_limits<double>::infinity());
-  std::vector<double> row_loss(static_cast<size_t>(rows));
+  FlexRoundModel model(problem, grid, options);
+  model.start_training();
   detail::TrainingLog log("flexround", options.iterations, progress);
-  const Index blocks = model.loss().blocks(rows);
-  constexpr Index kB = detail::RowBlockLoss::kRowBlock;
-  const int threads = detail::resolve_threads(options.threads);
-  const bool parallel = detail::worth_parallel(rows, cols);
-
-  for (int it = 0; it <= options.iterations; ++it) {
-    const bool step = it < options.iterations;
-    const double lr = detail::cosine_lr(options.lr, it, options.iterations,
-                                        options.final_lr_fraction);
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (Index bi = 0; bi < blocks; ++bi) {
-      FlexRoundModel::Block b;
-      model.forward(bi * kB, std::min(kB, rows - bi * kB), b);
-      std::vector<float> grad(static_cast<size_t>(lay.size()));
-      for (Index k = 0; k < b.n; ++k) {
-        const Index r = b.row0 + k;
-        const double l = b.row_loss[size_t(k)];
-        row_loss[size_t(r)] = l;
-        if (l < best_loss[size_t(r)] || !options.keep_best) {
-          best_loss[size_t(r)] = l;
-          best_codes.row(r) = b.codes.row(k);
-          best_scales.row(r) = b.s1.row(k);
-        }
-        if (!step) continue;
-        model.backward(b, k, grad.data());
-        adam[size_t(r)].step(model.params().data() + r * lay.size(), grad.data(), lr);
-      }
-    }
-    double total = model.loss().baseline();
-    for (double l : row_loss) total += l;  // fixed order
-    if (!std::isfinite(total))
-      throw NumericalError(fmt::format("flexround: the loss became {} at iteration {}", total, it));
-    log.record(it, total);
-    log.progress(it, total);
-  }
+  detail::train_row_blocks(model, model.loss(), rows, cols, options.iterations,
+                           options.keep_best, options.threads, log, "flexround");
 
   QuantizedLayer out;
   out.grid = grid;
-  out.grid.scales = best_scales;
-  out.codes = best_codes;
+  out.grid.scales = model.best_scales();
+  out.codes = model.best_codes();
   // Per row: never worse than RTN on the learned s1, nor than RTN on the initial grid.
   const Grid learned_grid = out.grid;
   detail::keep_rows_not_worse_than_rtn(problem, learned_grid, out.codes, out.grid);

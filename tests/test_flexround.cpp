@@ -150,9 +150,10 @@ TEST(FlexRound, LearnsAndStaysOnTheGrid) {
 }
 
 TEST(FlexRound, IdenticalForAnyThreadCount) {
-  const LayerProblem p = random_problem(50, 40, 128, 51);
+  // Large enough (rows · in² ≥ 2^20) for the row blocks to be spread over threads.
+  const LayerProblem p = random_problem(70, 128, 256, 51);
   FlexRoundOptions opt;
-  opt.iterations = 60;
+  opt.iterations = 20;
   opt.threads = 1;
   const QuantizedLayer a = flexround(p, GridSpec::with_group_size(4, 8), opt);
   opt.threads = 2;
