@@ -62,24 +62,16 @@ class FlexRoundModel {
   const detail::RowBlockLoss& loss() const { return loss_; }
 
   // Output of one block: codes, Ŵ, s1 and the per-row loss (without the constant baseline).
-  struct Block {
-    Index row0 = 0, n = 0;
-    MatrixI8 codes;
-    MatrixF w_hat, s1, x, delta, grad_w;
-    std::vector<double> row_loss;
+  struct Block : detail::RowBlockBase {
+    MatrixF s1, x;  // s1 per (row, group); W ⊘ (s1·S2·s3) per weight
   };
 
   // Hard forward pass for rows [row0, row0 + n) and its loss/gradient in Ŵ.
   void forward(Index row0, Index n, Block& b) const {
     const Index cols = grid_.cols, groups = grid_.groups();
-    b.row0 = row0;
-    b.n = n;
-    b.codes.resize(n, cols);
-    b.w_hat.resize(n, cols);
+    b.reset(row0, n, cols);
     b.x.resize(n, cols);
-    b.delta.resize(n, cols);
     b.s1.resize(n, groups);
-    b.row_loss.assign(static_cast<size_t>(n), 0.0);
     const float lo = static_cast<float>(grid_.qmin()), hi = static_cast<float>(grid_.qmax());
     const MatrixF& w = problem_.weights();
     for (Index k = 0; k < n; ++k) {

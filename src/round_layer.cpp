@@ -8,6 +8,7 @@
 
 #include "qround/flexround.hpp"
 #include "qround/nearest.hpp"
+#include "qround/nupes.hpp"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -27,7 +28,7 @@ const char* to_string(Method m) {
 
 std::vector<Method> available_methods() {
   // Methods are listed here once they are implemented and registered in round_layer() below.
-  return {Method::kNearest, Method::kFlexRound};
+  return {Method::kNearest, Method::kFlexRound, Method::kNupes};
 }
 
 Method parse_method(const std::string& name) {
@@ -121,6 +122,25 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
       o.keep_best = params.get_bool("keep-best", o.keep_best);
       params.finish();
       return flexround(problem, options.grid, o, progress);
+    }
+    case Method::kNupes: {
+      NupesOptions o;
+      if (options.iterations >= 0) o.iterations = options.iterations;
+      o.threads = options.threads;
+      o.per_row_exponent = params.get_bool("per-row-exponent", o.per_row_exponent);
+      o.exponent_min = static_cast<float>(params.get_double("exponent-min", o.exponent_min));
+      o.exponent_max = static_cast<float>(params.get_double("exponent-max", o.exponent_max));
+      o.exponent_steps = params.get_int("exponent-steps", o.exponent_steps);
+      o.fixed_exponent = static_cast<float>(params.get_double("exponent", o.fixed_exponent));
+      o.lr = params.get_double("lr", o.lr);
+      o.exponent_lr = params.get_double("exponent-lr", o.exponent_lr);
+      o.learn_exponent = params.get_bool("learn-exponent", o.learn_exponent);
+      o.learn_scale = params.get_bool("learn-scale", o.learn_scale);
+      o.eps = params.get_double("eps", o.eps);
+      o.exponent_clip = params.get_double("exponent-clip", o.exponent_clip);
+      o.keep_best = params.get_bool("keep-best", o.keep_best);
+      params.finish();
+      return nupes(problem, options.grid, o, progress);
     }
     default:
       break;

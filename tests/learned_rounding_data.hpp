@@ -34,6 +34,33 @@ inline LayerProblem random_problem(Index out, Index in, Index tokens, std::uint6
   return p;
 }
 
+// L(Ŵ) = Σ_i Δ_i H Δ_iᵀ + 2 Δ_i·r_i + L0_i with Δ = Ŵ − W: LayerProblem's Hessian form, in plain
+// double loops (the reference the methods' float kernels are checked against).
+inline double reference_loss(const LayerProblem& p, const MatrixD& delta) {
+  const MatrixD& h = p.hessian();
+  const MatrixD& rr = p.target_residual();
+  double l = p.baseline_loss();
+  for (Index i = 0; i < delta.rows(); ++i)
+    for (Index a = 0; a < delta.cols(); ++a) {
+      l += 2.0 * delta(i, a) * rr(i, a);
+      for (Index b = 0; b < delta.cols(); ++b) l += delta(i, a) * h(a, b) * delta(i, b);
+    }
+  return l;
+}
+
+// Central difference of f() in the float parameter `theta` (restored afterwards).
+template <class F>
+double central_difference(float& theta, double h, F f) {
+  const float saved = theta;
+  const float plus = saved + static_cast<float>(h), minus = saved - static_cast<float>(h);
+  theta = plus;
+  const double lp = f();
+  theta = minus;
+  const double lm = f();
+  theta = saved;
+  return (lp - lm) / (static_cast<double>(plus) - static_cast<double>(minus));
+}
+
 inline std::string data_dir() {
   if (const char* env = std::getenv("QROUND_DATA_DIR")) return env;
   return QROUND_DEFAULT_DATA_DIR;

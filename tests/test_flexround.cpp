@@ -70,16 +70,7 @@ struct SurrogateRef {
         const double q = std::isnan(offset(r, c)) ? code0(r, c) : x_of(s, r, c) + offset(r, c) + z;
         delta(r, c) = s1(s, r, c) * (q - z) - p.weights()(r, c);
       }
-    // L = Σ_i Δ_i H Δ_iᵀ + 2 Δ_i·r_i + L0_i (LayerProblem's Hessian form, naive loops).
-    const MatrixD& h = p.hessian();
-    const MatrixD& rr = p.target_residual();
-    double l = p.baseline_loss();
-    for (Index i = 0; i < grid.rows; ++i)
-      for (Index a = 0; a < grid.cols; ++a) {
-        l += 2.0 * delta(i, a) * rr(i, a);
-        for (Index b = 0; b < grid.cols; ++b) l += delta(i, a) * h(a, b) * delta(i, b);
-      }
-    return l;
+    return testdata::reference_loss(p, delta);
   }
 };
 
@@ -95,15 +86,8 @@ void check_gradient(const LayerProblem& p, const Grid& grid, std::uint64_t seed)
   const FlexRoundEvaluation e = flexround_evaluate(p, grid, s);
   const SurrogateRef ref(p, grid, s);
   EXPECT_NEAR(e.loss, ref.loss(s), 1e-4 * ref.loss(s));
-  const double h = 1e-4;
   auto fd = [&](float& theta) {
-    const float saved = theta;
-    theta = saved + float(h);
-    const double lp = ref.loss(s);
-    theta = saved - float(h);
-    const double lm = ref.loss(s);
-    theta = saved;
-    return (lp - lm) / (2.0 * h);
+    return testdata::central_difference(theta, 1e-4, [&] { return ref.loss(s); });
   };
   const double scale = e.gradient.theta_s2.cwiseAbs().maxCoeff() +
                        e.gradient.theta_s1.cwiseAbs().maxCoeff();

@@ -3,7 +3,7 @@
 // in parallel, so every row's trajectory is the same for any thread count.
 //
 // A Model provides
-//   struct Block { Index row0, n; std::vector<double> row_loss; … };
+//   struct Block : RowBlockBase { … };
 //   void forward(Index row0, Index n, Block& b) const;  // hard forward + loss (+ ∂L/∂Ŵ) of rows
 //   void keep(const Block& b, Index k);                 // remember row k's current state as best
 //   void step(const Block& b, Index k, int it);         // backward + optimizer step of row k
@@ -23,6 +23,23 @@
 #include "qround/detail/training_log.hpp"
 
 namespace qround::detail {
+
+// What every Model::Block holds (models derive and add their own per-row state).
+struct RowBlockBase {
+  Index row0 = 0, n = 0;
+  MatrixI8 codes;
+  MatrixF w_hat, delta, grad_w;  // Ŵ, Ŵ − W and ∂L/∂Ŵ of the block's rows
+  std::vector<double> row_loss;  // per row, without the constant baseline
+
+  void reset(Index first_row, Index count, Index cols) {
+    row0 = first_row;
+    n = count;
+    codes.resize(count, cols);
+    w_hat.resize(count, cols);
+    delta.resize(count, cols);
+    row_loss.assign(static_cast<size_t>(count), 0.0);
+  }
+};
 
 template <class Model>
 void train_row_blocks(Model& model, const RowBlockLoss& loss, Index rows, Index cols,
