@@ -75,7 +75,6 @@ Candidate power_candidate(const MatrixF& w, const VectorF& a, const GridSpec& sp
   out.grid = importance ? make_grid(t, spec, *importance) : make_grid(t, spec);
   out.grid.exponent = a;
   out.row_error.resize(w.rows());
-#pragma omp parallel for schedule(static)
   for (Index r = 0; r < w.rows(); ++r) {
     double e = 0.0;
     for (Index c = 0; c < w.cols(); ++c) {
@@ -130,33 +129,45 @@ Grid nupes_grid(const LayerProblem& problem, const GridSpec& spec, const NupesOp
   VectorF best_a = VectorF::Constant(rows, 1.0f);
   VectorD best_err = VectorD::Constant(rows, std::numeric_limits<double>::infinity());
   double best_total = std::numeric_limits<double>::infinity();
-  auto consider = [&](const VectorF& a) {
-    const Candidate cand = power_candidate(w, a, spec, imp);
-    if (options.per_row_exponent) {
-      for (Index r = 0; r < rows; ++r)
-        if (cand.row_error[r] < best_err[r]) {
-          best_err[r] = cand.row_error[r];
-          best_a[r] = a[r];
+  // Candidates are scored in parallel (each one's scale search then runs serially inside), and
+  // compared in their listed order, so the choice does not depend on the thread count.
+  auto consider = [&](const std::vector<VectorF>& candidates) {
+    const Index n = static_cast<Index>(candidates.size());
+    std::vector<VectorD> errors(candidates.size());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(detail::resolve_threads(options.threads))
+    for (Index i = 0; i < n; ++i)
+      errors[size_t(i)] = power_candidate(w, candidates[size_t(i)], spec, imp).row_error;
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (options.per_row_exponent) {
+        for (Index r = 0; r < rows; ++r)
+          if (errors[i][r] < best_err[r]) {
+            best_err[r] = errors[i][r];
+            best_a[r] = candidates[i][r];
+          }
+      } else {
+        double total = 0.0;
+        for (Index r = 0; r < rows; ++r) total += errors[i][r];
+        if (total < best_total) {
+          best_total = total;
+          best_a = candidates[i];
         }
-    } else {
-      double total = 0.0;
-      for (Index r = 0; r < rows; ++r) total += cand.row_error[r];
-      if (total < best_total) {
-        best_total = total;
-        best_a = a;
       }
     }
   };
-  for (float a : grid_a) consider(VectorF::Constant(rows, a));
+  std::vector<VectorF> candidates;
+  for (float a : grid_a) candidates.push_back(VectorF::Constant(rows, a));
+  consider(candidates);
   const VectorF centre = best_a;
+  candidates.clear();
   for (int k = -10; k <= 10; ++k) {
     if (k == 0) continue;
     VectorF a(rows);
     for (Index r = 0; r < rows; ++r)
       a[r] = std::clamp(static_cast<float>(centre[r] + coarse * k / 10.0), kMinExponent,
                         kMaxExponent);
-    consider(a);
+    candidates.push_back(a);
   }
+  consider(candidates);
   return power_candidate(w, best_a, spec, imp).grid;
 }
 
@@ -179,6 +190,32 @@ NupesState NupesState::initial(const MatrixFRef& weights, const Grid& grid) {
 }
 
 namespace {
+
+// Values that depend only on (row, group, code) — levels and their derivatives — computed once per
+// code used in a group rather than once per weight (pow and log dominate otherwise).
+template <class T>
+class CodeMemo {
+ public:
+  CodeMemo(std::int32_t qmin, std::int32_t qmax)
+      : qmin_(qmin), value_(static_cast<size_t>(qmax - qmin + 1)),
+        stamp_(static_cast<size_t>(qmax - qmin + 1), 0) {}
+  void reset() { ++generation_; }  // a new (row, group)
+  template <class F>
+  const T& get(std::int32_t q, F compute) {
+    const size_t i = static_cast<size_t>(q - qmin_);
+    if (stamp_[i] != generation_) {
+      value_[i] = compute(q);
+      stamp_[i] = generation_;
+    }
+    return value_[i];
+  }
+
+ private:
+  std::int32_t qmin_;
+  std::vector<T> value_;
+  std::vector<long> stamp_;
+  long generation_ = 1;
+};
 
 // Per-row parameters laid out flat: [latent codes (cols) | log-a offset | log-s offsets (groups)].
 struct Layout {
@@ -217,6 +254,7 @@ class NupesModel {
     b.a.resize(n);
     const float lo = static_cast<float>(grid_.qmin()), hi = static_cast<float>(grid_.qmax());
     const MatrixF& w = problem_.weights();
+    CodeMemo<float> levels(grid_.qmin(), grid_.qmax());
     for (Index k = 0; k < n; ++k) {
       const Index r = row0 + k;
       const float* theta = params_.data() + r * layout_.size();
@@ -225,9 +263,13 @@ class NupesModel {
       for (Index g = 0; g < groups; ++g)
         b.s(k, g) = grid_.scales(r, g) * std::exp(theta[layout_.s() + g]);
       for (Index c = 0; c < cols; ++c) {
+        const Index g = grid_.group_of(c);
+        if (c == g * grid_.group_size) levels.reset();
         const std::int32_t q = static_cast<std::int32_t>(std::clamp(std::round(theta[c]), lo, hi));
-        const float v = b.s(k, grid_.group_of(c)) * static_cast<float>(q);
-        const float level = a == 1.0f ? v : std::copysign(std::pow(std::fabs(v), 1.0f / a), v);
+        const float level = levels.get(q, [&](std::int32_t code) {
+          const float v = b.s(k, g) * static_cast<float>(code);  // as Grid::level computes it
+          return a == 1.0f ? v : std::copysign(std::pow(std::fabs(v), 1.0f / a), v);
+        });
         b.codes(k, c) = static_cast<std::int8_t>(q);
         b.w_hat(k, c) = level;
         b.delta(k, c) = level - w(r, c);
@@ -244,15 +286,21 @@ class NupesModel {
     const double a = b.a[k], inv_a = 1.0 / a, eps = options_.eps;
     double ga = 0.0;
     std::vector<double> gs(static_cast<size_t>(layout_.groups), 0.0);
+    struct Slopes {
+      double code, log_v;  // ∂ŵ/∂c (straight-through) and ln|v| (0 for code 0)
+    };
+    CodeMemo<Slopes> slopes(grid_.qmin(), grid_.qmax());
     for (Index c = 0; c < cols; ++c) {
       const Index g = grid_.group_of(c);
+      if (c == g * grid_.group_size) slopes.reset();
       const double gw = b.grad_w(k, c), w_hat = b.w_hat(k, c), s = b.s(k, g);
+      const Slopes& d = slopes.get(b.codes(k, c), [&](std::int32_t q) {
+        const double v = std::fabs(s * q);
+        return Slopes{s * inv_a * std::pow(v + eps * s, inv_a - 1.0), v > 0.0 ? std::log(v) : 0.0};
+      });
       const float rounded = std::round(theta[c]);
-      const double v = std::fabs(s * b.codes(k, c));
-      grad[c] = rounded >= lo && rounded <= hi
-                    ? static_cast<float>(gw * s * inv_a * std::pow(v + eps * s, inv_a - 1.0))
-                    : 0.0f;
-      if (v > 0.0) ga -= gw * w_hat * std::log(v) * inv_a;
+      grad[c] = rounded >= lo && rounded <= hi ? static_cast<float>(gw * d.code) : 0.0f;
+      ga -= gw * w_hat * d.log_v * inv_a;
       gs[static_cast<size_t>(g)] += gw * w_hat * inv_a;
     }
     grad[layout_.a()] = static_cast<float>(ga);

@@ -93,6 +93,16 @@ void ParamReader::finish() const {
 
 }  // namespace detail
 
+namespace {
+// FlexRound and NUPES optimise the Hessian-form loss only (no minibatch mode yet).
+void require_hessian_mode(detail::ParamReader& params, const char* method) {
+  const std::string mode = params.get_string("mode", "hessian");
+  if (mode != "hessian")
+    throw InvalidArgument(fmt::format("{}: mode '{}' is not supported: expected hessian", method,
+                                      mode));
+}
+}  // namespace
+
 QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions& options,
                            const ProgressFn& progress) {
   options.grid.validate();
@@ -120,6 +130,7 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
       o.final_lr_fraction = params.get_double("final-lr-fraction", o.final_lr_fraction);
       o.learn_s1 = params.get_bool("learn-s1", o.learn_s1);
       o.keep_best = params.get_bool("keep-best", o.keep_best);
+      require_hessian_mode(params, "flexround");
       params.finish();
       return flexround(problem, options.grid, o, progress);
     }
@@ -139,8 +150,17 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
       o.eps = params.get_double("eps", o.eps);
       o.exponent_clip = params.get_double("exponent-clip", o.exponent_clip);
       o.keep_best = params.get_bool("keep-best", o.keep_best);
+      require_hessian_mode(params, "nupes");
       params.finish();
-      return nupes(problem, options.grid, o, progress);
+      // NUPES grids are symmetric (the power function is odd): an asymmetric request (the CLI's
+      // default) gets the symmetric grid of the same bits and granularity, said in the report.
+      GridSpec spec = options.grid;
+      spec.symmetric = true;
+      QuantizedLayer q = nupes(problem, spec, o, progress);
+      if (!options.grid.symmetric)
+        q.report.notes.push_back("nupes grids are symmetric: the asymmetric grid request was "
+                                 "replaced by the symmetric grid of the same bits and groups");
+      return q;
     }
     default:
       break;

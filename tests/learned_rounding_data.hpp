@@ -1,27 +1,21 @@
 // Test helpers for the learned rounding methods: random problems and the real stories260K layers
-// (read with a minimal float32 .npy reader, enough for the files in shared/data/layers).
+// (read with qround::io::load_npy_f32), plus the plain double references the tests compare to.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <fstream>
+#include <filesystem>
 #include <string>
 #include <vector>
 
-#include "qround/detail/rng.hpp"
+#include "qround/io/npy.hpp"
 #include "qround/problem.hpp"
+#include "test_helpers.hpp"
 
 namespace qround::testdata {
 
-inline MatrixF random_matrix(Index rows, Index cols, std::uint64_t seed, double scale = 1.0) {
-  detail::Rng rng(seed);
-  MatrixF m(rows, cols);
-  for (Index r = 0; r < rows; ++r)
-    for (Index c = 0; c < cols; ++c) m(r, c) = static_cast<float>(scale * rng.normal());
-  return m;
-}
+using testing::random_matrix;
 
 // A layer with correlated inputs (so H is far from diagonal) and a few outlier input channels.
 inline LayerProblem random_problem(Index out, Index in, Index tokens, std::uint64_t seed) {
@@ -61,42 +55,7 @@ double central_difference(float& theta, double h, F f) {
   return (lp - lm) / (static_cast<double>(plus) - static_cast<double>(minus));
 }
 
-inline std::string data_dir() {
-  if (const char* env = std::getenv("QROUND_DATA_DIR")) return env;
-  return QROUND_DEFAULT_DATA_DIR;
-}
-
-// Reads a 2-D little-endian float32 C-order .npy; returns false if missing or not that format.
-inline bool read_npy_f32(const std::string& path, MatrixF& out) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return false;
-  char magic[8];
-  if (!f.read(magic, 8) || std::string(magic + 1, 5) != "NUMPY") return false;
-  std::uint32_t header_len = 0;
-  if (magic[6] == 1) {
-    unsigned char b[2];
-    f.read(reinterpret_cast<char*>(b), 2);
-    header_len = b[0] | (b[1] << 8);
-  } else {
-    unsigned char b[4];
-    f.read(reinterpret_cast<char*>(b), 4);
-    header_len = b[0] | (b[1] << 8) | (b[2] << 16) | (std::uint32_t(b[3]) << 24);
-  }
-  std::string header(header_len, '\0');
-  if (!f.read(header.data(), header_len)) return false;
-  if (header.find("'<f4'") == std::string::npos ||
-      header.find("'fortran_order': False") == std::string::npos)
-    return false;
-  const auto open = header.find('(', header.find("'shape'"));
-  long rows = 0, cols = 0;
-  if (open == std::string::npos ||
-      std::sscanf(header.c_str() + open, "(%ld, %ld)", &rows, &cols) != 2 || rows <= 0 ||
-      cols <= 0)
-    return false;
-  out.resize(rows, cols);
-  return static_cast<bool>(
-      f.read(reinterpret_cast<char*>(out.data()), std::streamsize(sizeof(float) * rows * cols)));
-}
+inline std::string data_dir() { return testing::data_dir().string(); }
 
 struct RealLayer {
   std::string name;
@@ -114,9 +73,10 @@ inline std::vector<RealLayer> real_layers() {
       const std::string prefix = data_dir() + "/layers/layers." + std::to_string(block) + ".";
       RealLayer l;
       l.name = std::to_string(block) + "." + s[0];
-      if (!read_npy_f32(prefix + s[0] + ".W.npy", l.w) ||
-          !read_npy_f32(prefix + s[1] + ".X.npy", l.x))
-        return {};
+      const std::string w = prefix + s[0] + ".W.npy", x = prefix + s[1] + ".X.npy";
+      if (!std::filesystem::exists(w) || !std::filesystem::exists(x)) return {};
+      l.w = io::load_npy_f32(w);
+      l.x = io::load_npy_f32(x);
       layers.push_back(std::move(l));
     }
   return layers;

@@ -251,9 +251,17 @@ TEST(Nupes, RejectsBadInput) {
   EXPECT_THROW(round_layer(p, ro), InvalidArgument);
   ro.params = {{"lambda", "0.01"}};
   EXPECT_THROW(round_layer(p, ro), InvalidArgument);
+  ro.params = {{"mode", "minibatch"}};
+  EXPECT_THROW(round_layer(p, ro), InvalidArgument);
   ro.params = {{"per-row-exponent", "true"}, {"lr", "1e-3"}, {"exponent", "0.5"}};
   const QuantizedLayer q = round_layer(p, ro);
   EXPECT_EQ(q.report.method, "nupes");
+  EXPECT_TRUE(q.grid.symmetric);
+  // The CLI's default asymmetric request gets the symmetric power grid, said in a note.
+  ro.grid = GridSpec::with_group_size(4, 0);
+  const QuantizedLayer qa = round_layer(p, ro);
+  EXPECT_TRUE(qa.grid.symmetric);
+  EXPECT_NE(qa.report.notes.back().find("symmetric"), std::string::npos);
 }
 
 // Real stories260K layers, symmetric min-max grids, 200 iterations. Ratios of summed relative
@@ -276,8 +284,8 @@ TEST(Nupes, BeatsRoundToNearestOnRealLayers) {
       p.add_batch(l.x);
       NupesOptions opt;
       opt.iterations = 200;
-      const QuantizedLayer q = nupes(p, s.spec, opt);
       const Grid g = nupes_grid(p, s.spec, opt);
+      const QuantizedLayer q = nupes(p, g, opt);
       const double rtn_g = p.relative_loss(fake_quant(p.weights(), g));
       EXPECT_LE(q.report.relative_loss, rtn_g) << l.name;
       EXPECT_LE(q.report.loss, q.report.loss_rtn) << l.name;

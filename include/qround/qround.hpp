@@ -2,8 +2,10 @@
 #pragma once
 
 #include "qround/error.hpp"
+#include "qround/flexround.hpp"
 #include "qround/grid.hpp"
 #include "qround/nearest.hpp"
+#include "qround/nupes.hpp"
 #include "qround/problem.hpp"
 #include "qround/quantized.hpp"
 #include "qround/round_layer.hpp"
