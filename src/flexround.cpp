@@ -220,19 +220,17 @@ QuantizedLayer flexround(const LayerProblem& problem, const Grid& grid,
   out.codes = model.best_codes();
   // Per row: never worse than RTN on the learned s1, nor than RTN on the initial grid.
   const Grid learned_grid = out.grid;
-  detail::keep_rows_not_worse_than_rtn(problem, learned_grid, out.codes, out.grid);
-  const int replaced = detail::keep_rows_not_worse_than_rtn(problem, grid, out.codes, out.grid);
+  const detail::RtnGuardResult guard =
+      detail::keep_rows_not_worse_than_rtn(problem, {&learned_grid, &grid}, out.codes, out.grid);
   fill_report(out.report, problem, out, "flexround", nullptr);
-  const double rtn_initial = problem.loss(fake_quant(problem.weights(), grid));
-  out.report.notes.push_back(
-      fmt::format("loss_rtn is RTN on the returned (learned) scales; RTN on the initial grid: {:.6g}",
-                  rtn_initial));
   out.report.iterations = options.iterations;
   out.report.loss_curve = log.take_curve();
-  if (replaced > 0)
-    out.report.notes.push_back(
-        fmt::format("{} of {} rows kept RTN on the initial grid (learned result was not better)",
-                    replaced, rows));
+  out.report.notes.push_back(fmt::format(
+      "loss_rtn is RTN on the returned (learned) scales; RTN on the initial grid: {:.6g}",
+      guard.rtn_losses[1]));
+  if (guard.replaced > 0)
+    out.report.notes.push_back(fmt::format(
+        "{} of {} rows kept an RTN row (the learned result was not better)", guard.replaced, rows));
   if (grid.granularity == Granularity::kPerTensor && options.learn_s1)
     out.report.notes.push_back("per-tensor grid: s1 kept fixed (only S2 and s3 were learned)");
   out.report.seconds =

@@ -440,18 +440,17 @@ QuantizedLayer nupes(const LayerProblem& problem, const Grid& grid, const NupesO
   out.codes = model.best_codes();
   // Per row: never worse than RTN on the learned grid, nor than RTN on the starting grid.
   const Grid learned_grid = out.grid;
-  detail::keep_rows_not_worse_than_rtn(problem, learned_grid, out.codes, out.grid);
-  const int replaced = detail::keep_rows_not_worse_than_rtn(problem, g, out.codes, out.grid);
+  const detail::RtnGuardResult guard =
+      detail::keep_rows_not_worse_than_rtn(problem, {&learned_grid, &g}, out.codes, out.grid);
   fill_report(out.report, problem, out, "nupes", nullptr);
   out.report.iterations = options.iterations;
   out.report.loss_curve = log.take_curve();
-  const double rtn_start = problem.loss(fake_quant(problem.weights(), g));
   out.report.notes.push_back(fmt::format(
       "loss_rtn is RTN on the returned (learned) grid; RTN on the starting grid: {:.6g}",
-      rtn_start));
-  if (replaced > 0)
+      guard.rtn_losses[1]));
+  if (guard.replaced > 0)
     out.report.notes.push_back(fmt::format(
-        "{} of {} rows kept RTN on the starting grid (learned result was not better)", replaced,
+        "{} of {} rows kept an RTN row (the learned result was not better)", guard.replaced,
         g.rows));
   out.report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -196,6 +196,35 @@ TEST(FlexRound, CancelledByProgress) {
   EXPECT_EQ(calls, 3);
 }
 
+TEST(FlexRound, DivergedRowsFallBackToRoundToNearest) {
+  const LayerProblem p = random_problem(12, 32, 64, 81);
+  const GridSpec spec = GridSpec::with_group_size(3, 16);
+  FlexRoundOptions opt;
+  opt.iterations = 30;
+  opt.lr = 2.0;  // far too large: the last iterate is worse than RTN on most rows
+  opt.keep_best = false;
+  const QuantizedLayer q = flexround(p, spec, opt);
+  const QuantizedLayer rtn = round_to_nearest(p, spec);
+  EXPECT_LE(q.report.loss, rtn.report.loss);
+  EXPECT_LE(q.report.loss, q.report.loss_rtn);
+  bool noted = false;
+  for (const auto& n : q.report.notes) noted |= n.find("kept an RTN row") != std::string::npos;
+  EXPECT_TRUE(noted);
+  const VectorD ours = p.row_losses(q.dequantized()), base = p.row_losses(rtn.dequantized());
+  for (Index r = 0; r < 12; ++r) EXPECT_LE(ours[r], base[r]) << r;
+}
+
+TEST(FlexRound, PerTensorGridKeepsItsScale) {
+  const LayerProblem p = random_problem(8, 32, 64, 91);
+  GridSpec spec = GridSpec::with_group_size(4, 0);
+  spec.granularity = Granularity::kPerTensor;
+  FlexRoundOptions opt;
+  opt.iterations = 50;
+  const QuantizedLayer q = flexround(p, spec, opt);
+  EXPECT_EQ(q.grid.scales, make_grid(p, spec).scales);
+  EXPECT_LE(q.report.loss, q.report.loss_rtn);
+}
+
 // Real stories260K layers: FlexRound (lr 2.5e-3 at 3 bits, 3e-3 at 4 bits, 200 iterations to keep
 // the test short) against RTN on the same min-max grid. Summed loss ratios measured on this
 // machine are written beside the assertions; the margin allows other BLAS/compiler rounding.

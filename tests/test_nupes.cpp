@@ -264,6 +264,33 @@ TEST(Nupes, RejectsBadInput) {
   EXPECT_NE(qa.report.notes.back().find("symmetric"), std::string::npos);
 }
 
+TEST(Nupes, DivergedRowsFallBackToRoundToNearest) {
+  const LayerProblem p = random_problem(12, 32, 64, 81);
+  const GridSpec spec = sym(3, 16);
+  NupesOptions opt;
+  opt.iterations = 30;
+  opt.lr = 5.0;  // far too large: the last iterate is worse than RTN on most rows
+  opt.exponent_lr = 1.0;
+  opt.keep_best = false;
+  const QuantizedLayer q = nupes(p, spec, opt);
+  const Grid start = nupes_grid(p, spec, opt);
+  EXPECT_LE(q.report.loss, p.loss(fake_quant(p.weights(), start)));
+  EXPECT_LE(q.report.loss, q.report.loss_rtn);
+  bool noted = false;
+  for (const auto& n : q.report.notes) noted |= n.find("kept an RTN row") != std::string::npos;
+  EXPECT_TRUE(noted);
+}
+
+TEST(Nupes, CancelledByProgress) {
+  const LayerProblem p = random_problem(4, 8, 16, 71);
+  NupesOptions opt;
+  opt.iterations = 200;
+  int calls = 0;
+  EXPECT_THROW(nupes(p, sym(4, 0), opt, [&](double, std::string_view) { return ++calls < 3; }),
+               Cancelled);
+  EXPECT_EQ(calls, 3);
+}
+
 // Real stories260K layers, symmetric min-max grids, 200 iterations. Ratios of summed relative
 // loss measured on this machine are written beside the assertions (margin for other compilers):
 // against RTN on the same (data-free power) grid, and against uniform symmetric RTN.
