@@ -20,6 +20,7 @@ namespace qround {
 namespace {
 
 constexpr float kMinExponent = 0.1f, kMaxExponent = 4.0f;
+constexpr float kMaxLogScaleShift = 7.0f;
 
 // sign(w)|w|^a exactly as Grid::code computes it, so latent codes start on RTN.
 float power_transform(float w, float a) {
@@ -343,13 +344,17 @@ class NupesModel {
     const double lr_grid = detail::cosine_lr(options_.exponent_lr, it, options_.iterations);
     adam_codes_[ru].step(theta, grad.data(), lr);
     adam_grid_[ru].step(theta + layout_.a(), grad.data() + layout_.a(), lr_grid);
-    // Projections: codes within half a step of the range, a within [0.1, 4].
+    // Projections: codes within half a step of the range, a within [0.1, 4], s within e^±7 of
+    // its start (a guard against a runaway scale; never reached on the real layers).
     const float lo = static_cast<float>(grid_.qmin()) - 0.5f;
     const float hi = static_cast<float>(grid_.qmax()) + 0.5f;
     for (Index c = 0; c < layout_.cols; ++c) theta[c] = std::clamp(theta[c], lo, hi);
     const float a0 = grid_.power(r);
     theta[layout_.a()] = std::clamp(theta[layout_.a()], std::log(kMinExponent / a0),
                                     std::log(kMaxExponent / a0));
+    for (Index g = 0; g < layout_.groups; ++g)
+      theta[layout_.s() + g] = std::clamp(theta[layout_.s() + g], -kMaxLogScaleShift,
+                                          kMaxLogScaleShift);
   }
   const MatrixI8& best_codes() const { return best_codes_; }
   const MatrixF& best_scales() const { return best_scales_; }
