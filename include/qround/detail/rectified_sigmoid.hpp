@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "qround/detail/fast_math.hpp"
+
 namespace qround::detail {
 
 struct RectifiedSigmoid {
@@ -15,10 +17,10 @@ struct RectifiedSigmoid {
 
   // h(α) and dh/dα together: one exp per call.
   void eval(float alpha, float& h, float& dh) const {
-    const float sig = 1.0f / (1.0f + std::exp(-alpha));
+    const float sig = 1.0f / (1.0f + fast_exp(-alpha));
     const float stretched = sig * (zeta - gamma) + gamma;
     const bool inside = stretched >= 0.0f && stretched <= 1.0f;
-    h = std::clamp(stretched, 0.0f, 1.0f);
+    h = stretched < 0.0f ? 0.0f : (stretched > 1.0f ? 1.0f : stretched);
     dh = inside ? (zeta - gamma) * sig * (1.0f - sig) : 0.0f;
   }
   float h(float alpha) const {
@@ -39,11 +41,13 @@ struct RectifiedSigmoid {
   }
 };
 
-// AdaRound's rounding regulariser for one h: 1 − |2h − 1|^β, and its derivative in h.
+// AdaRound's rounding regulariser for one h: 1 − |2h − 1|^β, and its derivative in h (β ≥ 1).
 inline void rounding_regularizer(float h, float beta, float& value, float& dvalue) {
   const float u = 2.0f * h - 1.0f;
   const float a = std::fabs(u);
-  const float pw = a > 0.0f ? std::pow(a, beta - 1.0f) : (beta == 1.0f ? 1.0f : 0.0f);
+  // |u|^(β−1), with 0^0 = 1 for β = 1.
+  const float pw = a > 1e-30f ? fast_exp((beta - 1.0f) * fast_log(a > 1e-30f ? a : 1.0f))
+                              : (beta == 1.0f ? 1.0f : 0.0f);
   value = 1.0f - pw * a;
   dvalue = -2.0f * beta * pw * (u > 0.0f ? 1.0f : (u < 0.0f ? -1.0f : 0.0f));
 }
