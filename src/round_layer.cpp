@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "qround/adaround.hpp"
 #include "qround/flexround.hpp"
 #include "qround/nearest.hpp"
 #include "qround/nupes.hpp"
@@ -28,7 +29,7 @@ const char* to_string(Method m) {
 
 std::vector<Method> available_methods() {
   // Methods are listed here once they are implemented and registered in round_layer() below.
-  return {Method::kNearest, Method::kFlexRound, Method::kNupes};
+  return {Method::kNearest, Method::kAdaRound, Method::kFlexRound, Method::kNupes};
 }
 
 Method parse_method(const std::string& name) {
@@ -121,6 +122,25 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
     case Method::kNearest: {
       params.finish();
       return round_to_nearest(problem, options.grid);
+    }
+    case Method::kAdaRound: {
+      AdaRoundOptions o;
+      if (options.iterations >= 0) o.iterations = options.iterations;
+      o.seed = options.seed;
+      o.threads = options.threads;
+      o.lambda = params.get_double("lambda", o.lambda);
+      o.lr = params.get_double("lr", o.lr);
+      o.batch = params.get_int("batch", o.batch);
+      o.mode = parse_adaround_mode(params.get_string("mode", to_string(o.mode)));
+      o.relu = params.get_bool("relu", o.relu);
+      o.beta_schedule =
+          parse_beta_schedule(params.get_string("beta-schedule", to_string(o.beta_schedule)));
+      o.beta_start = params.get_double("beta-start", o.beta_start);
+      o.beta_end = params.get_double("beta-end", o.beta_end);
+      o.warm_start = params.get_double("warm-start", o.warm_start);
+      o.loss_interval = params.get_int("loss-interval", o.loss_interval);
+      params.finish();
+      return adaround(problem, options.grid, o, progress);
     }
     case Method::kFlexRound: {
       FlexRoundOptions o;
