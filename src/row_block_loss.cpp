@@ -1,38 +1,38 @@
-// The register-blocked product behind detail::RowBlockLoss, compiled once (not inlined into each
-// method) so every caller gets the same tuned code.
+// detail::RowBlockLoss on the packed float GEMM shared with AdaRound.
 #include "qround/detail/row_block_loss.hpp"
+
+#include "kernels/sgemm_packed.hpp"
 
 namespace qround::detail {
 
-void multiply_rows(const float* a, Index n, Index lda, const float* b, Index depth,
-                          Index cols, Index ldb, float* c, Index ldc) {
-  constexpr Index kR = 4, kC = 8;
-  for (Index c0 = 0; c0 < cols; c0 += kC) {
-    const Index nc = std::min(kC, cols - c0);
-    for (Index r0 = 0; r0 < n; r0 += kR) {
-      const Index nr = std::min(kR, n - r0);
-      float acc[kR][kC] = {};
-      if (nr == kR && nc == kC) {
-        for (Index j = 0; j < depth; ++j) {
-          const float* h = b + j * ldb + c0;
-          for (Index r = 0; r < kR; ++r) {
-            const float d = a[(r0 + r) * lda + j];
-            for (Index k = 0; k < kC; ++k) acc[r][k] += d * h[k];
-          }
-        }
-      } else {
-        for (Index j = 0; j < depth; ++j) {
-          const float* h = b + j * ldb + c0;
-          for (Index r = 0; r < nr; ++r) {
-            const float d = a[(r0 + r) * lda + j];
-            for (Index k = 0; k < nc; ++k) acc[r][k] += d * h[k];
-          }
-        }
-      }
-      for (Index r = 0; r < nr; ++r)
-        for (Index k = 0; k < nc; ++k) c[(r0 + r) * ldc + c0 + k] = acc[r][k];
+RowBlockLoss::RowBlockLoss(const LayerProblem& problem)
+    : cols_(problem.cols()), has_target_(problem.has_target()) {
+  problem.require_calibration();
+  const MatrixF h = problem.hessian().cast<float>();
+  packed_h_.resize(kernels::sgemm_packed_b_size(cols_, cols_));
+  kernels::sgemm_pack_b(cols_, cols_, h.data(), cols_, 1, packed_h_.data());
+  if (has_target_) r_ = problem.target_residual().cast<float>();
+  baseline_ = problem.baseline_loss();
+}
+
+void RowBlockLoss::evaluate(Index row0, const MatrixF& delta, MatrixF& grad,
+                            double* row_loss) const {
+  // One GEMM workspace per thread (64-byte aligned through Eigen's allocator).
+  thread_local Eigen::VectorXf workspace(static_cast<Index>(kernels::kSgemmWorkspace));
+  grad.resize(delta.rows(), delta.cols());
+  kernels::sgemm_packed(delta.rows(), cols_, cols_, delta.data(), cols_, packed_h_.data(),
+                        grad.data(), cols_, workspace.data());
+  for (Index k = 0; k < delta.rows(); ++k) {
+    double l = 0.0;
+    for (Index j = 0; j < delta.cols(); ++j) {
+      const double d = delta(k, j);
+      const double t = has_target_ ? static_cast<double>(r_(row0 + k, j)) : 0.0;
+      l += d * (static_cast<double>(grad(k, j)) + 2.0 * t);
     }
+    row_loss[k] = l;
   }
+  if (has_target_) grad += r_.middleRows(row0, delta.rows());
+  grad *= 2.0f;
 }
 
 }  // namespace qround::detail
