@@ -225,9 +225,10 @@ QuantizedLayer flexround(const LayerProblem& problem, const Grid& grid,
   fill_report(out.report, problem, out, "flexround", nullptr);
   out.report.iterations = options.iterations;
   out.report.loss_curve = log.take_curve();
+  detail::report_rtn_baseline(out.report, problem, guard.rtn_losses[1]);
   out.report.notes.push_back(fmt::format(
-      "loss_rtn is RTN on the returned (learned) scales; RTN on the initial grid: {:.6g}",
-      guard.rtn_losses[1]));
+      "loss_rtn is RTN on the initial grid; RTN on the learned scales would give {:.6g}",
+      guard.rtn_losses[0]));
   if (guard.replaced > 0)
     out.report.notes.push_back(fmt::format(
         "{} of {} rows kept an RTN row (the learned result was not better)", guard.replaced, rows));

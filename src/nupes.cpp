@@ -450,9 +450,10 @@ QuantizedLayer nupes(const LayerProblem& problem, const Grid& grid, const NupesO
   fill_report(out.report, problem, out, "nupes", nullptr);
   out.report.iterations = options.iterations;
   out.report.loss_curve = log.take_curve();
+  detail::report_rtn_baseline(out.report, problem, guard.rtn_losses[1]);
   out.report.notes.push_back(fmt::format(
-      "loss_rtn is RTN on the returned (learned) grid; RTN on the starting grid: {:.6g}",
-      guard.rtn_losses[1]));
+      "loss_rtn is RTN on the starting grid; RTN on the learned grid would give {:.6g}",
+      guard.rtn_losses[0]));
   if (guard.replaced > 0)
     out.report.notes.push_back(fmt::format(
         "{} of {} rows kept an RTN row (the learned result was not better)", guard.replaced,

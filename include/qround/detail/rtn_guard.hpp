@@ -4,10 +4,12 @@
 #pragma once
 
 #include <initializer_list>
+#include <limits>
 #include <vector>
 
 #include "qround/grid.hpp"
 #include "qround/problem.hpp"
+#include "qround/quantized.hpp"
 
 namespace qround::detail {
 
@@ -27,7 +29,9 @@ inline RtnGuardResult keep_rows_not_worse_than_rtn(const LayerProblem& problem,
   for (const Grid* ref : references) {
     const MatrixI8 rtn_codes = quantize(problem.weights(), *ref);
     const VectorD rtn = problem.row_losses(dequantize(rtn_codes, *ref));
-    out.rtn_losses.push_back(rtn.sum());
+    double total = 0.0;
+    for (Index r = 0; r < rtn.size(); ++r) total += rtn[r];  // LayerProblem::loss's order
+    out.rtn_losses.push_back(total);
     if (grid.exponent.size() == 0 && ref->exponent.size() != 0)
       grid.exponent = VectorF::Ones(grid.rows);
     for (Index r = 0; r < codes.rows(); ++r) {
@@ -42,6 +46,17 @@ inline RtnGuardResult keep_rows_not_worse_than_rtn(const LayerProblem& problem,
   }
   for (bool b : replaced) out.replaced += b ? 1 : 0;
   return out;
+}
+
+// Makes `loss_rtn` (and its relative form) the RTN loss on the grid the method started from, the
+// baseline every method reports against (fill_report measures RTN on the returned grid).
+inline void report_rtn_baseline(RoundingReport& report, const LayerProblem& problem,
+                                double loss_rtn) {
+  const double energy = problem.output_energy();
+  report.loss_rtn = loss_rtn;
+  report.relative_loss_rtn = energy > 0.0 ? loss_rtn / energy
+                                          : (loss_rtn == 0.0 ? 0.0
+                                                             : std::numeric_limits<double>::infinity());
 }
 
 }  // namespace qround::detail
