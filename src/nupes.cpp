@@ -475,6 +475,9 @@ QuantizedLayer nupes(const LayerProblem& problem, const GridSpec& spec,
   out.report.notes.push_back(fmt::format("exponent a: data-free {:.3f}..{:.3f}, final {:.3f}..{:.3f}",
                                          grid.exponent.minCoeff(), grid.exponent.maxCoeff(),
                                          a.minCoeff(), a.maxCoeff()));
+  out.report.notes.push_back(
+      fmt::format("uniform RTN on the same spec (a = 1): {:.6g}",
+                  problem.loss(fake_quant(problem.weights(), make_grid(problem, spec)))));
   out.report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;
