@@ -337,7 +337,7 @@ class NupesModel {
     float& ga = grad[size_t(layout_.a())];
     ga = options_.learn_exponent ? std::clamp(static_cast<float>(ga / norm_[ru]), -clip, clip)
                                  : 0.0f;
-    if (!options_.learn_scale)
+    if (!options_.learn_scale || grid_.granularity == Granularity::kPerTensor)
       std::fill(grad.begin() + layout_.s(), grad.end(), 0.0f);
     float* theta = params_.data() + r * layout_.size();
     const double lr = detail::cosine_lr(options_.lr, it, options_.iterations);
@@ -458,6 +458,9 @@ QuantizedLayer nupes(const LayerProblem& problem, const Grid& grid, const NupesO
     out.report.notes.push_back(fmt::format(
         "{} of {} rows kept an RTN row (the learned result was not better)", guard.replaced,
         g.rows));
+  if (g.granularity == Granularity::kPerTensor && options.learn_scale)
+    out.report.notes.push_back("per-tensor grid: the scale was kept fixed (learning it per row "
+                               "would change the granularity)");
   out.report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;

@@ -226,7 +226,8 @@ TEST(Nupes, RejectsBadInput) {
   tensor.granularity = Granularity::kPerTensor;
   EXPECT_THROW(nupes(p, tensor, with([](auto& o) { o.per_row_exponent = true; })),
                InvalidArgument);
-  EXPECT_NO_THROW(nupes(p, tensor, with([](auto&) {})));
+  const QuantizedLayer qt = nupes(p, tensor, with([](auto&) {}));
+  EXPECT_EQ(qt.grid.scales, nupes_grid(p, tensor, with([](auto&) {})).scales);  // kept fixed
   EXPECT_THROW(nupes(p, spec, with([](auto& o) { o.iterations = -1; })), InvalidArgument);
   EXPECT_THROW(nupes(p, spec, with([](auto& o) { o.lr = -1; })), InvalidArgument);
   EXPECT_THROW(nupes(p, spec, with([](auto& o) { o.exponent_lr = 0; })), InvalidArgument);

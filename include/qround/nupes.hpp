@@ -32,7 +32,8 @@
 //    [0.1, 4]; its gradient is taken on the row loss normalised by the row's initial loss and
 //    clipped to ±`exponent_clip` before Adam (the paper only says gradients are clipped).
 //  - Scales: the paper is unclear whether s is learned; it is here (log space, same lr as a,
-//    kept within e^±7 of the start; `learn_scale = false` keeps the data-free scales).
+//    kept within e^±7 of the start; `learn_scale = false` keeps the data-free scales, and so does
+//    a per-tensor grid, whose single scale would otherwise split per row).
 //  - Granularity of a: the data-free search can share one a per layer, but the learned step
 //    refines a per row (rows stay independent and parallel; Grid stores a per row anyway).
 //  - Schedule: 5 000 iterations (as FlexRound); lr 3e-3 for codes and 1e-2 for log a and log s,
