@@ -1,5 +1,6 @@
-// NUPES in Hessian mode: one training iteration (exact power-grid forward, Δ·H over all rows,
-// backward) at AdaRound's shapes, the data-free exponent search, and a short full run at 768².
+// NUPES in Hessian mode at AdaRound's shapes: one evaluation of the objective and its gradient
+// (nupes_evaluate, including packing H), whole training iterations timed inside a run, and the
+// data-free exponent search (48 candidate exponents, each with its own scale search).
 #include "learned_rounding_bench.hpp"
 #include "qround/nupes.hpp"
 #include "qround/scale_search.hpp"
@@ -32,15 +33,21 @@ void BM_NupesExponentSearch(benchmark::State& state) {
 BENCHMARK(BM_NupesExponentSearch)->Arg(768)->Arg(2048)->Unit(benchmark::kMillisecond)
     ->Iterations(1)->UseRealTime();
 
-void BM_NupesRun20(benchmark::State& state) {
+// Whole training iterations (exact forward, Δ·H, backward, Adam) timed inside nupes().
+void BM_NupesTraining(benchmark::State& state) {
   const Index n = state.range(0);
   const LayerProblem p = square_hessian_problem(n, 5);
-  NupesOptions opt;
-  opt.iterations = 20;
-  for (auto _ : state) benchmark::DoNotOptimize(nupes(p, nupes_spec(), opt).report.loss);
-  set_iteration_counters(state, n, 21.0);
+  NupesOptions data_free;
+  data_free.fixed_exponent = 0.75f;
+  const Grid grid = nupes_grid(p, nupes_spec(), data_free);
+  time_training_iterations(state, n, static_cast<int>(state.range(1)), [&](int it, auto progress) {
+    NupesOptions opt;
+    opt.iterations = it;
+    benchmark::DoNotOptimize(nupes(p, grid, opt, progress).report.loss);
+  });
 }
-BENCHMARK(BM_NupesRun20)->Arg(768)->Unit(benchmark::kMillisecond)->Iterations(2)->UseRealTime();
+BENCHMARK(BM_NupesTraining)->Args({768, 20})->Args({2048, 4})->Args({4096, 2})
+    ->Unit(benchmark::kMillisecond)->Iterations(1)->UseManualTime();
 
 }  // namespace
 }  // namespace qround::bench

@@ -4,6 +4,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include <chrono>
+#include <string_view>
+
 #include "qround/detail/rng.hpp"
 #include "qround/problem.hpp"
 
@@ -29,6 +32,25 @@ inline void set_iteration_counters(benchmark::State& state, Index n, double iter
   state.counters["it/s"] = benchmark::Counter(iterations_per_call, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Times `iterations` training iterations of `run(iterations, progress)` between its first and last
+// progress callbacks (the methods call it after every iteration below 100), so setup (grid, packing
+// H) and the final exact-loss guards are excluded, as in AdaRound's benchmark.
+template <class Run>
+void time_training_iterations(benchmark::State& state, Index n, int iterations, Run run) {
+  for (auto _ : state) {
+    std::chrono::steady_clock::time_point first, last;
+    int calls = 0;
+    const ProgressFn progress = [&](double, std::string_view) {
+      last = std::chrono::steady_clock::now();
+      if (calls++ == 0) first = last;
+      return true;
+    };
+    run(iterations, progress);
+    state.SetIterationTime(std::chrono::duration<double>(last - first).count());
+  }
+  set_iteration_counters(state, n, iterations);
 }
 
 }  // namespace qround::bench
