@@ -20,7 +20,8 @@
 //   ∂ŵ/∂log a  = −ŵ · ln|v| / a                       (0 for q = 0; exact at fixed codes)
 //   ∂ŵ/∂log s  = ŵ / a                                (exact at fixed codes)
 //
-// Where the paper is ambiguous (no public code) and what this implementation chose:
+// Where the paper is ambiguous (no public code; only its abstract was at hand when this was
+// written, so the details below follow the abstract and DESIGN.md §4) and what was chosen:
 //  - Latent weights: the paper learns "new quantized weights over the entire quantized space" but
 //    does not pin the domain. Here they are real-valued codes in the power domain (units of one
 //    grid step), initialised at sign(w)|w|^a / s so iteration 0 is RTN on the power grid, and
@@ -30,7 +31,7 @@
 //    zero weights can still move. The a and s gradients are exact derivatives at fixed codes.
 //  - Exponent parametrisation: a = a⁰·exp(θ) (log space, "a through log"), clipped to
 //    [0.1, 4]; its gradient is taken on the row loss normalised by the row's initial loss and
-//    clipped to ±`exponent_clip` before Adam (the paper only says gradients are clipped).
+//    clipped to ±`exponent_clip` before Adam (the clipping rule is not specified anywhere).
 //  - Scales: the paper is unclear whether s is learned; it is here (log space, same lr as a,
 //    kept within e^±7 of the start; `learn_scale = false` keeps the data-free scales, and so does
 //    a per-tensor grid, whose single scale would otherwise split per row).
