@@ -198,14 +198,17 @@ TEST(AdaRound, ZeroIterationsGiveTheInitialisationsHardRounding) {
 }
 
 TEST(AdaRound, ConvergedRunIsBinaryAndBeatsNearest) {
-  // The default schedule (10 000 iterations, lr 1e-3, β 20 → 2) on a small layer. λ is absolute
-  // (against the per-token output error), and on these small synthetic outputs the reference's
-  // λ = 0.01 is weaker than the curvature of the reconstruction term for some weights, which then
-  // settle strictly between 0 and 1 (measured: 143 of 1536). λ = 0.3 makes the run converge.
+  // The default β schedule (20 → 2, cosine, 20 % warm start). λ is absolute (against the
+  // per-token output error), and on these small synthetic outputs the reference's λ = 0.01 is
+  // weaker than the curvature of the reconstruction term for some weights, which then settle
+  // strictly between 0 and 1 (measured: 143 of 1536 after 10 000 iterations). λ = 0.3 converges;
+  // 3 000 iterations at lr 4e-3 (instead of 10 000 at 1e-3, which also converge) keep it fast.
   LayerProblem p = make_problem(24, 64, 256, 21);
   const Grid grid = make_grid(p, GridSpec::with_group_size(3, 0));
   AdaRoundOptions o;
   o.lambda = 0.3;
+  o.iterations = 3000;
+  o.lr = 4e-3;
   const AdaRoundResult res = adaround_detailed(p, grid, o);
   float worst = 0.0f;
   for (Index i = 0; i < res.h.size(); ++i)
@@ -213,8 +216,8 @@ TEST(AdaRound, ConvergedRunIsBinaryAndBeatsNearest) {
   EXPECT_LE(worst, 1e-3f) << "some h(α) is not 0 or 1 after annealing";
   const RoundingReport& rep = res.layer.report;
   EXPECT_GT(rep.loss_rtn, 0.0);
-  // RTN is clearly suboptimal on correlated inputs; AdaRound must improve on it (measured 0.45).
-  EXPECT_LT(rep.loss, 0.6 * rep.loss_rtn) << rep.loss << " vs RTN " << rep.loss_rtn;
+  // RTN is clearly suboptimal on correlated inputs; AdaRound must improve on it.
+  EXPECT_LT(rep.loss, 0.6 * rep.loss_rtn) << rep.loss << " vs RTN " << rep.loss_rtn;  // 0.44
   EXPECT_TRUE(rep.notes.size() == 1) << "a note says some h are not binary";
   EXPECT_NEAR(rep.loss, p.loss(res.layer.dequantized()), 1e-9 * rep.loss);
   // Codes inside the grid; the hard rounding is what h says.
@@ -225,7 +228,7 @@ TEST(AdaRound, ConvergedRunIsBinaryAndBeatsNearest) {
     }
   // The loss curve is sampled every 100 iterations and starts at the float weights, except where
   // the grid clips them (a min-max range is shifted by the rounding of the zero point).
-  ASSERT_EQ(rep.loss_curve.size(), 100u);
+  ASSERT_EQ(rep.loss_curve.size(), 30u);
   EXPECT_EQ(rep.loss_curve[1].first, 100);
   MatrixF clipped = p.weights();
   for (Index r = 0; r < p.rows(); ++r)
@@ -292,13 +295,13 @@ void expect_same(const QuantizedLayer& a, const QuantizedLayer& b) {
 }
 
 TEST(AdaRound, IdenticalForAnyThreadCount) {
-  // 200 rows: three row blocks, so threads really split the work.
-  LayerProblem p = make_problem(200, 48, 80, 9, /*retain=*/true);
+  // 200 rows: three row blocks, and enough work (rows·in² ≥ 2^22) that they run in parallel.
+  LayerProblem p = make_problem(200, 160, 200, 9, /*retain=*/true);
   const Grid grid = make_grid(p, GridSpec::with_group_size(3, 16));
   for (AdaRoundMode mode : {AdaRoundMode::kHessian, AdaRoundMode::kMinibatch}) {
     AdaRoundOptions o;
-    o.iterations = 300;
-    o.loss_interval = 50;
+    o.iterations = 100;  // past the warm start, so the regulariser's path is covered too
+    o.loss_interval = 25;
     o.batch = 16;
     o.seed = 42;
     o.mode = mode;
@@ -484,13 +487,16 @@ struct RealCase {
   double max_ratio;  // asserted bound on loss / loss_rtn (measured values in the table below)
 };
 
-// Measured with the defaults (10 000 iterations, λ 0.01, Hessian mode, min-max asymmetric grid):
-// loss of AdaRound / loss of RTN from the same grid (relative losses AdaRound vs RTN)
-//   layers.0.wq  3 bits g32  0.656 (0.0033 vs 0.0050)   4 bits per row  0.574 (0.00080 vs 0.0014)
-//   layers.0.wo  3 bits g32  0.530 (0.0131 vs 0.0247)   4 bits per row  0.522 (0.0038 vs 0.0073)
-//   layers.1.w2  3 bits g32  0.593 (0.0270 vs 0.0455)   4 bits per row  0.577 (0.0103 vs 0.0178)
-// The bound 0.75 leaves a margin for float differences between machines and GEMM kernels. The full
-// default schedule is kept (these layers are 64 × 64 and 64 × 172: about 1.5 s per run).
+// Loss of AdaRound / loss of RTN from the same grid (λ 0.01, Hessian mode, min-max asymmetric
+// grid), measured with 3 000 iterations (what the test runs, to stay fast: ≈ 0.25 s CPU per run)
+// and with the default 10 000:
+//                 3 bits g32 (3k / 10k)   4 bits per row (3k / 10k)
+//   layers.0.wq   0.653 / 0.656           0.642 / 0.574
+//   layers.0.wo   0.552 / 0.530           0.539 / 0.522
+//   layers.1.w2   0.609 / 0.593           0.586 / 0.577
+// Relative losses at 10k, AdaRound vs RTN: wq 0.0033 vs 0.0050 and 0.00080 vs 0.0014, wo 0.0131
+// vs 0.0247 and 0.0038 vs 0.0073, w2 0.0270 vs 0.0455 and 0.0103 vs 0.0178.
+// The bound 0.75 leaves a margin for float differences between machines and GEMM kernels.
 TEST(AdaRoundRealLayers, WellBelowNearest) {
   const RealCase cases[] = {
       {"layers.0.wq", "layers.0.attn_in", 3, 32, 0.75},
@@ -509,7 +515,9 @@ TEST(AdaRoundRealLayers, WellBelowNearest) {
                    << " (set QROUND_DATA_DIR to the shared data folder)";
     LayerProblem p(w);
     p.add_batch(x);
-    const QuantizedLayer q = adaround(p, GridSpec::with_group_size(rc.bits, rc.group));
+    AdaRoundOptions o;
+    o.iterations = 3000;
+    const QuantizedLayer q = adaround(p, GridSpec::with_group_size(rc.bits, rc.group), o);
     const double ratio = q.report.loss / q.report.loss_rtn;
     std::printf("%s %d bits group %d: relative loss %.4g vs RTN %.4g (ratio %.3f)\n",
                 rc.weights, rc.bits, rc.group, q.report.relative_loss,
