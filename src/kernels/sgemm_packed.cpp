@@ -59,4 +59,6 @@ void sgemm_packed(long m, long n, long k, const float* a, long lda, const float*
 
 const char* sgemm_packed_isa() noexcept { return chosen().name; }
 
+bool use_avx512() noexcept { return chosen().fn != sgemm_packed_scalar; }
+
 }  // namespace qround::kernels
