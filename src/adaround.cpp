@@ -1,8 +1,3 @@
-// Float compares in the elementwise loops are if-converted (and so vectorised) by GCC only when
-// it may assume they do not trap; qround never enables floating-point exceptions.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
 #include "qround/adaround.hpp"
 
 #include <fmt/format.h>
@@ -13,6 +8,7 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/adaround_elementwise.hpp"
 #include "kernels/sgemm_packed.hpp"
 #include "qround/detail/adam.hpp"
 #include "qround/detail/progress.hpp"
@@ -230,28 +226,13 @@ class Objective {
     const float beta = static_cast<float>(beta_at(iteration));
     const float lambda = static_cast<float>(options_.lambda);
     const float fscale = static_cast<float>(scale);
-    // Where the clamp holds h at 0 or 1, dh = 0 and the regulariser is 0: no branch needed.
-    const float* gw = ws.grad_w.data();
-    const float* chain = ws.chain.data();
-    const float* hv = ws.h.data();
-    const float* dh = ws.dh.data();
-    float* grad = ws.grad.data();
-    if (!regularise) {
-#pragma omp simd
-      for (Index i = 0; i < n; ++i) grad[i] = fscale * gw[i] * chain[i];
-    } else {
-#pragma omp simd
-      for (Index i = 0; i < n; ++i) {
-        float value, dvalue;
-        detail::rounding_regularizer(hv[i], beta, value, dvalue);
-        grad[i] = fscale * gw[i] * chain[i] + lambda * dvalue * dh[i];
-      }
-    }
+    kernels::adaround_grad_pass({ws.grad_w.data(), ws.chain.data(), ws.h.data(), ws.dh.data(),
+                                 ws.grad.data(), n, fscale, lambda, beta, regularise});
     double reg_sum = 0.0;
     if (regularise && reg)
       for (Index i = 0; i < n; ++i) {
         float value, dvalue;
-        detail::rounding_regularizer(hv[i], beta, value, dvalue);
+        detail::rounding_regularizer(ws.h[i], beta, value, dvalue);
         reg_sum += value;
       }
     if (reg) *reg += static_cast<double>(lambda) * reg_sum;
@@ -309,26 +290,12 @@ class Objective {
         const float z = static_cast<float>(grid_.zeros(r0 + r, g));
         const Index c0 = g * grid_.group_size;
         const Index len = std::min(cols_, c0 + grid_.group_size) - c0;
-        const float* a = alpha + r * cols_ + c0;
-        const float* base = base_.data() + (r0 + r) * cols_ + c0;
-        const float* wr = w.data() + (r0 + r) * cols_ + c0;
-        const float shift = hessian ? 1.0f : 0.0f;  // Hessian mode works with Ŵ − W
-        float* hv = ws.h.data() + r * cols_ + c0;
-        float* dhv = ws.dh.data() + r * cols_ + c0;
-        float* chain = ws.chain.data() + r * cols_ + c0;
-        float* soft = ws.soft.data() + r * cols_ + c0;
-#pragma omp simd
-        for (Index c = 0; c < len; ++c) {
-          float h, dh;
-          sigmoid_.eval(a[c], h, dh);
-          const float q = base[c] + h;
-          const bool inside = q >= lo && q <= hi;
-          const float qc = q < lo ? lo : (q > hi ? hi : q);
-          hv[c] = h;
-          dhv[c] = dh;
-          chain[c] = inside ? s * dh : 0.0f;
-          soft[c] = s * (qc - z) - shift * wr[c];
-        }
+        const Index i = r * cols_ + c0;
+        kernels::adaround_soft_pass({alpha + i, base_.data() + (r0 + r) * cols_ + c0,
+                                     w.data() + (r0 + r) * cols_ + c0, ws.h.data() + i,
+                                     ws.dh.data() + i, ws.chain.data() + i, ws.soft.data() + i,
+                                     len, s, z, lo, hi, hessian ? 1.0f : 0.0f, sigmoid_.zeta,
+                                     sigmoid_.gamma});
       }
   }
 

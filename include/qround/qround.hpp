@@ -1,6 +1,7 @@
 // Umbrella header: everything a user of the library needs.
 #pragma once
 
+#include "qround/adaround.hpp"
 #include "qround/error.hpp"
 #include "qround/flexround.hpp"
 #include "qround/grid.hpp"

@@ -1,8 +1,7 @@
 // Packing and dispatch of the packed float GEMM (generic flags).
 #include "sgemm_packed.hpp"
 
-#include <cstdlib>
-#include <cstring>
+#include "qround/isa.hpp"
 
 namespace qround::kernels {
 
@@ -25,38 +24,23 @@ void sgemm_pack_b(long k, long n, const float* b, long row_stride, long col_stri
   }
 }
 
-namespace {
-
-using SgemmFn = void (*)(long, long, long, const float*, long, const float*, float*, long,
-                         float*) noexcept;
-
-struct Choice {
-  SgemmFn fn;
-  const char* name;
-};
-
-Choice choose() {
+bool use_avx512() noexcept {
 #ifdef QROUND_HAVE_AVX512VNNI
-  const char* env = std::getenv("QROUND_ISA");
-  const bool forced_down = env != nullptr && std::strcmp(env, "avx512vnni") != 0;
-  // __builtin_cpu_supports checks the OS-enabled state (XCR0) for AVX-512 as well.
-  if (!forced_down && __builtin_cpu_supports("avx512f")) return {sgemm_packed_avx512, "avx512"};
+  // The project-wide choice (CPU and OS support, QROUND_ISA, scoped overrides in tests).
+  return active_isa() == Isa::kAvx512Vnni;
+#else
+  return false;
 #endif
-  return {sgemm_packed_scalar, "scalar"};
 }
-
-const Choice& chosen() {
-  static const Choice c = choose();
-  return c;
-}
-
-}  // namespace
 
 void sgemm_packed(long m, long n, long k, const float* a, long lda, const float* packed_b,
                   float* c, long ldc, float* workspace) noexcept {
-  chosen().fn(m, n, k, a, lda, packed_b, c, ldc, workspace);
+#ifdef QROUND_HAVE_AVX512VNNI
+  if (use_avx512()) return sgemm_packed_avx512(m, n, k, a, lda, packed_b, c, ldc, workspace);
+#endif
+  sgemm_packed_scalar(m, n, k, a, lda, packed_b, c, ldc, workspace);
 }
 
-const char* sgemm_packed_isa() noexcept { return chosen().name; }
+const char* sgemm_packed_isa() noexcept { return use_avx512() ? "avx512" : "scalar"; }
 
 }  // namespace qround::kernels

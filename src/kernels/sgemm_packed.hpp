@@ -42,6 +42,9 @@ void sgemm_packed_scalar(long m, long n, long k, const float* a, long lda, const
 void sgemm_packed_avx512(long m, long n, long k, const float* a, long lda, const float* packed_b,
                          float* c, long ldc, float* workspace) noexcept;
 #endif
+// Whether the AVX-512 kernels run: compiled in and qround::active_isa() is avx512vnni (CPU and OS
+// support, QROUND_ISA, ScopedIsaOverride).
+bool use_avx512() noexcept;
 // Name of the implementation sgemm_packed uses on this CPU ("avx512" or "scalar").
 const char* sgemm_packed_isa() noexcept;
 

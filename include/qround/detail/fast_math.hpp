@@ -1,6 +1,8 @@
 // Branch-free float exp / log / pow for hot elementwise loops (rectified sigmoids, regularisers):
 // plain arithmetic and bit casts the compiler vectorises for any target ISA, unlike libm calls.
 // Relative error about 2e-7 (exp) and 1e-7 (log) over the ranges documented per function.
+// Internal linkage on purpose: per-ISA kernel TUs include this too, and a shared inline copy built
+// with AVX-512 flags (e.g. not inlined in a Debug build) must never be what generic code links to.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +10,7 @@
 
 namespace qround::detail {
 
-inline float bits_to_float(std::int32_t i) {
+static inline float bits_to_float(std::int32_t i) {
   float f;
   std::memcpy(&f, &i, sizeof f);
   return f;
@@ -20,7 +22,7 @@ inline std::int32_t float_to_bits(float f) {
 }
 
 // e^x for x in [−87, 88] (clamped there: no inf, no denormals).
-inline float fast_exp(float x) {
+static inline float fast_exp(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
   const float magic = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer
   const float n = (x * 1.44269504088896341f + magic) - magic;
@@ -37,7 +39,7 @@ inline float fast_exp(float x) {
 }
 
 // ln x for finite x > 0 (normal range).
-inline float fast_log(float x) {
+static inline float fast_log(float x) {
   const std::int32_t bits = float_to_bits(x);
   std::int32_t e = ((bits >> 23) & 0xFF) - 127;
   float m = bits_to_float((bits & 0x007FFFFF) | 0x3F800000);  // [1, 2)
@@ -55,7 +57,7 @@ inline float fast_log(float x) {
 }
 
 // a^p for a ≥ 0 and p > 0 (0^p = 0).
-inline float fast_pow(float a, float p) {
+static inline float fast_pow(float a, float p) {
   const float safe = a > 1e-30f ? a : 1.0f;
   const float v = fast_exp(p * fast_log(safe));
   return a > 1e-30f ? v : 0.0f;

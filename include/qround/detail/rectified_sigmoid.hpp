@@ -1,15 +1,24 @@
 // The rectified sigmoid of AdaRound (Louizos et al.'s stretched sigmoid, clamped):
 //   h(α) = clamp(σ(α)(ζ − γ) + γ, 0, 1)
 // with its derivative (0 where the clamp is active; the bounds themselves still pass the gradient,
-// as torch.clamp does) and an inverse for initialising α from a target h.
+// as torch.clamp does), an inverse for initialising α from a target h, and the rounding
+// regulariser. Plain arithmetic only (no libm, no STL), so hot loops vectorise and per-ISA kernel
+// files may include it.
 #pragma once
-
-#include <algorithm>
-#include <cmath>
 
 #include "qround/detail/fast_math.hpp"
 
 namespace qround::detail {
+
+// h(α) and dh/dα. Free functions here have internal linkage (see fast_math.hpp): kernel TUs call
+// these, never the struct's members.
+static inline void rectified_sigmoid(float alpha, float zeta, float gamma, float& h, float& dh) {
+  const float sig = 1.0f / (1.0f + fast_exp(-alpha));
+  const float stretched = sig * (zeta - gamma) + gamma;
+  const bool inside = stretched >= 0.0f && stretched <= 1.0f;
+  h = stretched < 0.0f ? 0.0f : (stretched > 1.0f ? 1.0f : stretched);
+  dh = inside ? (zeta - gamma) * sig * (1.0f - sig) : 0.0f;
+}
 
 struct RectifiedSigmoid {
   float zeta = 1.1f;
@@ -17,11 +26,7 @@ struct RectifiedSigmoid {
 
   // h(α) and dh/dα together: one exp per call.
   void eval(float alpha, float& h, float& dh) const {
-    const float sig = 1.0f / (1.0f + fast_exp(-alpha));
-    const float stretched = sig * (zeta - gamma) + gamma;
-    const bool inside = stretched >= 0.0f && stretched <= 1.0f;
-    h = stretched < 0.0f ? 0.0f : (stretched > 1.0f ? 1.0f : stretched);
-    dh = inside ? (zeta - gamma) * sig * (1.0f - sig) : 0.0f;
+    rectified_sigmoid(alpha, zeta, gamma, h, dh);
   }
   float h(float alpha) const {
     float v, d;
@@ -33,18 +38,18 @@ struct RectifiedSigmoid {
   // α on the clamp's edge, where float rounding can leave it with no gradient at all; and a
   // sigmoid argument of 0 or 1 (γ = 0 or ζ = 1) would need an infinite α.
   float inverse(float target, float margin = 1e-4f) const {
-    const double t = std::clamp(static_cast<double>(target), static_cast<double>(margin),
-                                1.0 - static_cast<double>(margin));
-    double p = (t - gamma) / (static_cast<double>(zeta) - gamma);
-    p = std::clamp(p, 1e-6, 1.0 - 1e-6);
-    return static_cast<float>(std::log(p / (1.0 - p)));
+    float t = target < margin ? margin : target;
+    t = t > 1.0f - margin ? 1.0f - margin : t;
+    float p = (t - gamma) / (zeta - gamma);
+    p = p < 1e-6f ? 1e-6f : (p > 1.0f - 1e-6f ? 1.0f - 1e-6f : p);
+    return fast_log(p / (1.0f - p));
   }
 };
 
 // AdaRound's rounding regulariser for one h: 1 − |2h − 1|^β, and its derivative in h (β ≥ 1).
-inline void rounding_regularizer(float h, float beta, float& value, float& dvalue) {
+static inline void rounding_regularizer(float h, float beta, float& value, float& dvalue) {
   const float u = 2.0f * h - 1.0f;
-  const float a = std::fabs(u);
+  const float a = u < 0.0f ? -u : u;
   // |u|^(β−1), with 0^0 = 1 for β = 1.
   const float pw = a > 1e-30f ? fast_exp((beta - 1.0f) * fast_log(a > 1e-30f ? a : 1.0f))
                               : (beta == 1.0f ? 1.0f : 0.0f);
