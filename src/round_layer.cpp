@@ -6,7 +6,10 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "qround/adaround.hpp"
+#include "qround/flexround.hpp"
 #include "qround/nearest.hpp"
+#include "qround/nupes.hpp"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -26,7 +29,7 @@ const char* to_string(Method m) {
 
 std::vector<Method> available_methods() {
   // Methods are listed here once they are implemented and registered in round_layer() below.
-  return {Method::kNearest};
+  return {Method::kNearest, Method::kAdaRound, Method::kFlexRound, Method::kNupes};
 }
 
 Method parse_method(const std::string& name) {
@@ -91,6 +94,16 @@ void ParamReader::finish() const {
 
 }  // namespace detail
 
+namespace {
+// FlexRound and NUPES optimise the Hessian-form loss only (no minibatch mode yet).
+void require_hessian_mode(detail::ParamReader& params, const char* method) {
+  const std::string mode = params.get_string("mode", "hessian");
+  if (mode != "hessian")
+    throw InvalidArgument(fmt::format("{}: mode '{}' is not supported: expected hessian", method,
+                                      mode));
+}
+}  // namespace
+
 QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions& options,
                            const ProgressFn& progress) {
   options.grid.validate();
@@ -104,12 +117,70 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
     ~Restore() { omp_set_num_threads(n); }
   } restore{saved_threads};
 #endif
-  (void)progress;
   detail::ParamReader params(options.params, to_string(options.method));
   switch (options.method) {
     case Method::kNearest: {
       params.finish();
       return round_to_nearest(problem, options.grid);
+    }
+    case Method::kAdaRound: {
+      AdaRoundOptions o;
+      if (options.iterations >= 0) o.iterations = options.iterations;
+      o.seed = options.seed;
+      o.threads = options.threads;
+      o.lambda = params.get_double("lambda", o.lambda);
+      o.lr = params.get_double("lr", o.lr);
+      o.batch = params.get_int("batch", o.batch);
+      o.mode = parse_adaround_mode(params.get_string("mode", to_string(o.mode)));
+      o.relu = params.get_bool("relu", o.relu);
+      o.beta_schedule =
+          parse_beta_schedule(params.get_string("beta-schedule", to_string(o.beta_schedule)));
+      o.beta_start = params.get_double("beta-start", o.beta_start);
+      o.beta_end = params.get_double("beta-end", o.beta_end);
+      o.warm_start = params.get_double("warm-start", o.warm_start);
+      o.loss_interval = params.get_int("loss-interval", o.loss_interval);
+      params.finish();
+      return adaround(problem, options.grid, o, progress);
+    }
+    case Method::kFlexRound: {
+      FlexRoundOptions o;
+      if (options.iterations >= 0) o.iterations = options.iterations;
+      o.threads = options.threads;
+      o.lr = params.get_double("lr", o.lr);
+      o.final_lr_fraction = params.get_double("final-lr-fraction", o.final_lr_fraction);
+      o.learn_s1 = params.get_bool("learn-s1", o.learn_s1);
+      o.keep_best = params.get_bool("keep-best", o.keep_best);
+      require_hessian_mode(params, "flexround");
+      params.finish();
+      return flexround(problem, options.grid, o, progress);
+    }
+    case Method::kNupes: {
+      NupesOptions o;
+      if (options.iterations >= 0) o.iterations = options.iterations;
+      o.threads = options.threads;
+      o.per_row_exponent = params.get_bool("per-row-exponent", o.per_row_exponent);
+      o.exponent_min = static_cast<float>(params.get_double("exponent-min", o.exponent_min));
+      o.exponent_max = static_cast<float>(params.get_double("exponent-max", o.exponent_max));
+      o.exponent_steps = params.get_int("exponent-steps", o.exponent_steps);
+      o.fixed_exponent = static_cast<float>(params.get_double("exponent", o.fixed_exponent));
+      o.lr = params.get_double("lr", o.lr);
+      o.exponent_lr = params.get_double("exponent-lr", o.exponent_lr);
+      o.learn_exponent = params.get_bool("learn-exponent", o.learn_exponent);
+      o.learn_scale = params.get_bool("learn-scale", o.learn_scale);
+      o.eps = params.get_double("eps", o.eps);
+      o.exponent_clip = params.get_double("exponent-clip", o.exponent_clip);
+      o.keep_best = params.get_bool("keep-best", o.keep_best);
+      require_hessian_mode(params, "nupes");
+      params.finish();
+      // NUPES grids are symmetric (the power function is odd): an asymmetric request (the CLI's
+      // default) gets the symmetric grid of the same bits and granularity, said in the report.
+      GridSpec spec = options.grid;
+      spec.symmetric = true;
+      QuantizedLayer q = nupes(problem, spec, o, progress);
+      if (!options.grid.symmetric)
+        q.report.notes.push_back("nupes grids are symmetric: the asymmetric grid request was "
+                                 "replaced by the symmetric grid of the same bits and groups");
+      return q;
     }
     default:
       break;

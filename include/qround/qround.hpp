@@ -1,9 +1,12 @@
 // Umbrella header: everything a user of the library needs.
 #pragma once
 
+#include "qround/adaround.hpp"
 #include "qround/error.hpp"
+#include "qround/flexround.hpp"
 #include "qround/grid.hpp"
 #include "qround/nearest.hpp"
+#include "qround/nupes.hpp"
 #include "qround/problem.hpp"
 #include "qround/quantized.hpp"
 #include "qround/round_layer.hpp"

@@ -1,0 +1,62 @@
+// The "never worse than round-to-nearest" guarantee of the learned methods. The loss splits over
+// output rows, so each row keeps the lowest-loss choice among its learned result and RTN on each
+// reference grid (compared in double, LayerProblem::row_losses), which can only lower the total.
+#pragma once
+
+#include <initializer_list>
+#include <limits>
+#include <vector>
+
+#include "qround/grid.hpp"
+#include "qround/problem.hpp"
+#include "qround/quantized.hpp"
+
+namespace qround::detail {
+
+struct RtnGuardResult {
+  int replaced = 0;                 // rows that took an RTN row
+  std::vector<double> rtn_losses;  // total RTN loss on each reference grid, in order
+};
+
+// `grid` and every reference must have the same shape and granularity; exponents are per row,
+// so mixed rows stay representable. Ties keep the learned row.
+inline RtnGuardResult keep_rows_not_worse_than_rtn(const LayerProblem& problem,
+                                                   std::initializer_list<const Grid*> references,
+                                                   MatrixI8& codes, Grid& grid) {
+  RtnGuardResult out;
+  VectorD best = problem.row_losses(dequantize(codes, grid));
+  std::vector<bool> replaced(static_cast<size_t>(codes.rows()), false);
+  for (const Grid* ref : references) {
+    const MatrixI8 rtn_codes = quantize(problem.weights(), *ref);
+    const VectorD rtn = problem.row_losses(dequantize(rtn_codes, *ref));
+    double total = 0.0;
+    for (Index r = 0; r < rtn.size(); ++r) total += rtn[r];  // LayerProblem::loss's order
+    out.rtn_losses.push_back(total);
+    if (grid.exponent.size() == 0 && ref->exponent.size() != 0)
+      grid.exponent = VectorF::Ones(grid.rows);
+    for (Index r = 0; r < codes.rows(); ++r) {
+      if (!(rtn[r] < best[r])) continue;
+      best[r] = rtn[r];
+      replaced[static_cast<size_t>(r)] = true;
+      codes.row(r) = rtn_codes.row(r);
+      grid.scales.row(r) = ref->scales.row(r);
+      grid.zeros.row(r) = ref->zeros.row(r);
+      if (grid.exponent.size() != 0) grid.exponent[r] = ref->power(r);
+    }
+  }
+  for (bool b : replaced) out.replaced += b ? 1 : 0;
+  return out;
+}
+
+// Makes `loss_rtn` (and its relative form) the RTN loss on the grid the method started from, the
+// baseline every method reports against (fill_report measures RTN on the returned grid).
+inline void report_rtn_baseline(RoundingReport& report, const LayerProblem& problem,
+                                double loss_rtn) {
+  const double energy = problem.output_energy();
+  report.loss_rtn = loss_rtn;
+  report.relative_loss_rtn = energy > 0.0 ? loss_rtn / energy
+                                          : (loss_rtn == 0.0 ? 0.0
+                                                             : std::numeric_limits<double>::infinity());
+}
+
+}  // namespace qround::detail
