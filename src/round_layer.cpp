@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "qround/gptq.hpp"
 #include "qround/nearest.hpp"
 #ifdef _OPENMP
 #include <omp.h>
@@ -15,18 +16,23 @@ namespace qround {
 
 const char* to_string(Method m) {
   switch (m) {
-    case Method::kNearest: return "nearest";
-    case Method::kAdaRound: return "adaround";
-    case Method::kFlexRound: return "flexround";
-    case Method::kNupes: return "nupes";
-    case Method::kGptq: return "gptq";
+    case Method::kNearest:
+      return "nearest";
+    case Method::kAdaRound:
+      return "adaround";
+    case Method::kFlexRound:
+      return "flexround";
+    case Method::kNupes:
+      return "nupes";
+    case Method::kGptq:
+      return "gptq";
   }
   return "?";
 }
 
 std::vector<Method> available_methods() {
   // Methods are listed here once they are implemented and registered in round_layer() below.
-  return {Method::kNearest};
+  return {Method::kNearest, Method::kGptq};
 }
 
 Method parse_method(const std::string& name) {
@@ -111,11 +117,21 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
       params.finish();
       return round_to_nearest(problem, options.grid);
     }
+    case Method::kGptq: {
+      GptqOptions gptq_options;
+      gptq_options.threads = options.threads;
+      gptq_options.act_order = params.get_bool("act-order", gptq_options.act_order);
+      gptq_options.static_groups = params.get_bool("static-groups", gptq_options.static_groups);
+      gptq_options.damp = params.get_double("damp", gptq_options.damp);
+      gptq_options.block = params.get_int("block", static_cast<int>(gptq_options.block));
+      params.finish();
+      return gptq(problem, options.grid, gptq_options, progress);
+    }
     default:
       break;
   }
-  throw InvalidArgument(fmt::format("method {} is not available in this build",
-                                    to_string(options.method)));
+  throw InvalidArgument(
+      fmt::format("method {} is not available in this build", to_string(options.method)));
 }
 
 }  // namespace qround

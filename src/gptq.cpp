@@ -1,0 +1,344 @@
+#include "qround/gptq.hpp"
+
+#include <fmt/format.h>
+
+#include <Eigen/Cholesky>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "qround/nearest.hpp"
+#include "qround/scale_search.hpp"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace qround {
+namespace {
+
+// Rows per task: fixed, so that the result never depends on the thread count (every row is
+// processed by the same code on the same chunk boundaries whoever runs it).
+constexpr Index kRowChunk = 64;
+
+using MatrixFCol = Eigen::MatrixXf;  // column-major: one column of a block is contiguous
+
+int thread_count(const GptqOptions& options) {
+#ifdef _OPENMP
+  return options.threads > 0 ? options.threads : omp_get_max_threads();
+#else
+  (void)options;
+  return 1;
+#endif
+}
+
+struct Factor {
+  MatrixF u;             // upper Cholesky factor of (H + λI)⁻¹, processed column order
+  double damping = 0.0;  // λ actually used
+  int retries = 0;
+};
+
+// Upper U with UᵀU = A⁻¹, from the Cholesky factor of A with rows and columns reversed: if
+// J A J = L Lᵀ (J the reversal) then A⁻¹ = J L⁻ᵀ L⁻¹ J = (J L⁻¹ J)ᵀ (J L⁻¹ J), and J L⁻¹ J is upper
+// triangular with a positive diagonal, so it is *the* upper factor the reference computes with
+// cholesky → cholesky_inverse → cholesky(upper) — at half the cost (one factorisation, one
+// triangular inverse). Returns false if A is not numerically positive definite.
+bool upper_factor_of_inverse(const MatrixD& a, MatrixD& u) {
+  const Index n = a.rows();
+  const MatrixD rev = a.reverse();
+  Eigen::LLT<MatrixD, Eigen::Lower> llt(rev);
+  if (llt.info() != Eigen::Success) return false;
+  const auto l = llt.matrixL();
+  for (Index i = 0; i < n; ++i) {
+    const double d = llt.matrixLLT()(i, i);
+    if (!(d > 0.0) || !std::isfinite(d)) return false;
+  }
+  MatrixD linv = MatrixD::Identity(n, n);
+  l.solveInPlace(linv);
+  u = linv.reverse();
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < n; ++j)
+      if (!std::isfinite(u(i, j))) return false;
+  return true;
+}
+
+Factor factorize(const MatrixD& h, const GptqOptions& options) {
+  const Index n = h.rows();
+  const double mean_diag = h.diagonal().mean();
+  // An all-dead or degenerate diagonal still needs a positive base for the relative damping.
+  const double base = mean_diag > 0.0 && std::isfinite(mean_diag) ? mean_diag : 1.0;
+  Factor f;
+  double damping = options.damp * base;
+  MatrixD u;
+  for (int attempt = 0; attempt <= options.max_damping_retries; ++attempt) {
+    MatrixD damped = h;
+    damped.diagonal().array() += damping;
+    if (upper_factor_of_inverse(damped, u)) {
+      f.u = u.cast<float>();
+      f.damping = damping;
+      f.retries = attempt;
+      return f;
+    }
+    damping *= 10.0;
+  }
+  throw NumericalError(fmt::format(
+      "GPTQ: the {}×{} Hessian is not positive definite even with damping {} (= {} × mean(diag H) "
+      "= {}, after {} retries ×10): check the calibration data for NaN or a non-PSD Hessian",
+      n, n, damping / 10.0, damping / 10.0 / base, mean_diag, options.max_damping_retries));
+}
+
+GridSpec per_row_spec(GridSpec spec) {
+  spec.granularity = Granularity::kPerRow;
+  return spec;
+}
+
+struct Prepared {
+  MatrixF w;                // dead columns zeroed, original order
+  MatrixD h;                // dead diagonal set to 1, original order
+  std::vector<Index> perm;  // processed position → original column
+  Grid grid;                // per-row / per-tensor / static groups (original order)
+  bool dynamic_groups = false;
+  Index dead = 0;
+};
+
+Prepared prepare(const LayerProblem& problem, const GridSpec& spec, const GptqOptions& options) {
+  Prepared p;
+  const Index n = problem.cols();
+  p.w = problem.weights();
+  p.h = problem.hessian();
+  p.dynamic_groups = spec.granularity == Granularity::kPerGroup && !options.static_groups &&
+                     spec.effective_group_size(n) < n;
+  // Per-row / per-tensor grids come from the original weights (before dead columns are zeroed).
+  if (spec.granularity != Granularity::kPerGroup) p.grid = make_grid(problem, spec);
+  for (Index j = 0; j < n; ++j)
+    if (p.h(j, j) == 0.0) {
+      p.h(j, j) = 1.0;
+      p.w.col(j).setZero();
+      ++p.dead;
+    }
+  if (spec.granularity == Granularity::kPerGroup) {
+    // Static groups (and the single group of a layer narrower than G) are fitted after zeroing,
+    // as the reference does. With dynamic groups this only gives the grid its shape.
+    p.grid = spec.search == ScaleSearch::kHessian ? make_grid(p.w, spec, problem.hessian_diagonal())
+                                                  : make_grid(p.w, spec);
+  }
+  p.perm.resize(static_cast<size_t>(n));
+  std::iota(p.perm.begin(), p.perm.end(), Index{0});
+  if (options.act_order) {
+    // Stable, so equal H_jj keep their original order (torch.argsort does not promise that).
+    std::stable_sort(p.perm.begin(), p.perm.end(),
+                     [&](Index a, Index b) { return p.h(a, a) > p.h(b, b); });
+  }
+  return p;
+}
+
+struct CoreResult {
+  MatrixI8 codes;  // processed column order
+  Grid grid;       // dynamic groups: over the processed order; otherwise the prepared grid
+  Factor factor;
+};
+
+// GPTQ proper, on columns in processed order.
+CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const GptqOptions& options,
+                    Prepared& p, const ProgressFn& progress) {
+  const Index m = problem.rows(), n = problem.cols();
+  MatrixD hp(n, n);
+  MatrixF wp(m, n);
+  for (Index k = 0; k < n; ++k) wp.col(k) = p.w.col(p.perm[static_cast<size_t>(k)]);
+  for (Index a = 0; a < n; ++a)
+    for (Index b = 0; b < n; ++b)
+      hp(a, b) = p.h(p.perm[static_cast<size_t>(a)], p.perm[static_cast<size_t>(b)]);
+
+  CoreResult out;
+  out.factor = factorize(hp, options);
+  const MatrixF& u = out.factor.u;
+
+  const Index group = p.dynamic_groups ? spec.effective_group_size(n) : 0;
+  VectorD diag_p;  // importance of the processed columns, for Hessian-weighted group search
+  if (p.dynamic_groups) {
+    out.grid = p.grid;  // shape and metadata; scales/zeros are refitted group by group
+    if (spec.search == ScaleSearch::kHessian) {
+      const VectorD d = problem.hessian_diagonal();
+      diag_p.resize(n);
+      for (Index k = 0; k < n; ++k) diag_p[k] = d[p.perm[static_cast<size_t>(k)]];
+    }
+  } else {
+    out.grid = p.grid;
+  }
+  const Grid& grid = out.grid;
+  // Column of `grid` that processed column k reads.
+  const bool grid_in_original_order = !p.dynamic_groups;
+  auto grid_col = [&](Index k) {
+    return grid_in_original_order ? p.perm[static_cast<size_t>(k)] : k;
+  };
+
+  out.codes.resize(m, n);
+  const Index chunks = (m + kRowChunk - 1) / kRowChunk;
+  std::atomic<bool> cancelled{false};
+  std::atomic<Index> done{0};
+  const GridSpec group_spec = per_row_spec(spec);
+
+#pragma omp parallel for schedule(dynamic, 1) num_threads(thread_count(options))
+  for (Index c = 0; c < chunks; ++c) {
+    if (cancelled.load()) continue;
+    const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
+    MatrixF wc = wp.middleRows(r0, rows);  // updated by the lazy GEMMs
+    MatrixFCol w1, err1;
+    for (Index i1 = 0; i1 < n; i1 += options.block) {
+      const Index i2 = std::min(i1 + options.block, n), count = i2 - i1;
+      w1 = wc.middleCols(i1, count);
+      err1.resize(rows, count);
+      for (Index i = 0; i < count; ++i) {
+        const Index j = i1 + i;
+        if (group > 0 && j % group == 0) {
+          // The reference fits the group on W as the previous blocks' GEMMs left it.
+          const Index len = std::min(group, n - j);
+          const Grid g = spec.search == ScaleSearch::kHessian
+                             ? make_grid(wc.middleCols(j, len), group_spec, diag_p.segment(j, len))
+                             : make_grid(wc.middleCols(j, len), group_spec);
+          out.grid.scales.block(r0, j / group, rows, 1) = g.scales;
+          out.grid.zeros.block(r0, j / group, rows, 1) = g.zeros;
+        }
+        const Index gc = grid_col(j);
+        const float d = u(j, j);
+        for (Index r = 0; r < rows; ++r) {
+          const float w = w1(r, i);
+          const std::int32_t q = grid.code(r0 + r, gc, w);
+          out.codes(r0 + r, j) = static_cast<std::int8_t>(q);
+          err1(r, i) = (w - grid.level(r0 + r, gc, q)) / d;
+        }
+        for (Index k = i + 1; k < count; ++k) w1.col(k) -= u(j, i1 + k) * err1.col(i);
+      }
+      if (i2 < n) wc.rightCols(n - i2).noalias() -= err1 * u.block(i1, i2, count, n - i2);
+    }
+    const Index finished = ++done;
+    bool is_main = true;
+#ifdef _OPENMP
+    is_main = omp_get_thread_num() == 0;
+#endif
+    if (progress && is_main &&
+        !progress(static_cast<double>(finished) / static_cast<double>(chunks), "gptq"))
+      cancelled = true;
+  }
+  // A last report from the calling thread, whichever threads did the chunks.
+  if (cancelled.load() || (progress && !progress(1.0, "gptq"))) throw Cancelled();
+  return out;
+}
+
+MatrixI8 unpermute_codes(const MatrixI8& codes_p, const std::vector<Index>& perm) {
+  MatrixI8 codes(codes_p.rows(), codes_p.cols());
+  for (Index k = 0; k < codes_p.cols(); ++k)
+    codes.col(perm[static_cast<size_t>(k)]) = codes_p.col(k);
+  return codes;
+}
+
+void add_factor_notes(RoundingReport& report, const Factor& f, const GptqOptions& options,
+                      Index dead) {
+  if (f.retries > 0)
+    report.notes.push_back(fmt::format(
+        "Cholesky failed with damping {} × mean(diag H); succeeded after {} retries (×10 each) "
+        "with damping {} (absolute {})",
+        options.damp, f.retries, options.damp * std::pow(10.0, f.retries), f.damping));
+  if (dead > 0)
+    report.notes.push_back(fmt::format("{} dead inputs (H_jj = 0): weight columns zeroed", dead));
+}
+
+void check_inputs(const LayerProblem& problem, const GridSpec& spec, const GptqOptions& options) {
+  spec.validate();
+  options.validate();
+  problem.require_calibration();
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+void GptqOptions::validate() const {
+  if (!(damp >= 0.0) || !std::isfinite(damp))
+    throw InvalidArgument(fmt::format("GPTQ damp = {} must be a finite number >= 0", damp));
+  if (block < 1) throw InvalidArgument(fmt::format("GPTQ block = {} must be >= 1 column", block));
+  if (max_damping_retries < 0 || max_damping_retries > 20)
+    throw InvalidArgument(
+        fmt::format("GPTQ max_damping_retries = {} is out of range: expected "
+                    "0..20",
+                    max_damping_retries));
+  if (threads < 0) throw InvalidArgument(fmt::format("GPTQ threads = {} must be >= 0", threads));
+}
+
+QuantizedLayer gptq(const LayerProblem& problem, const GridSpec& spec, const GptqOptions& options,
+                    const ProgressFn& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  check_inputs(problem, spec, options);
+  Prepared p = prepare(problem, spec, options);
+  if (options.act_order && p.dynamic_groups)
+    throw InvalidArgument(
+        "GPTQ act-order with dynamic groups needs a column → group index that a Grid cannot "
+        "express: set static_groups (--static-groups), or call gptq_indexed()");
+  CoreResult core = run_core(problem, spec, options, p, progress);
+  QuantizedLayer out;
+  out.codes = unpermute_codes(core.codes, p.perm);
+  out.grid = std::move(core.grid);
+  fill_report(out.report, problem, out, "gptq", &spec);
+  if (p.dynamic_groups) {
+    const MatrixF w_rtn = fake_quant(problem.weights(), make_grid(problem, spec));
+    out.report.loss_rtn = problem.loss(w_rtn);
+    out.report.relative_loss_rtn = problem.relative_loss(w_rtn);
+    out.report.notes.push_back(
+        "dynamic groups: loss_rtn is RTN on make_grid(spec) of the original "
+        "weights, not on GPTQ's own grid");
+  }
+  add_factor_notes(out.report, core.factor, options, p.dead);
+  out.report.iterations = static_cast<int>(problem.cols());
+  out.report.seconds = seconds_since(start);
+  return out;
+}
+
+MatrixF GptqIndexedLayer::dequantized() const {
+  MatrixF out(codes.rows(), codes.cols());
+  for (Index k = 0; k < codes.cols(); ++k) {
+    const Index c = permutation[static_cast<size_t>(k)];
+    for (Index r = 0; r < codes.rows(); ++r) out(r, c) = grid.level(r, k, codes(r, c));
+  }
+  return out;
+}
+
+GptqIndexedLayer gptq_indexed(const LayerProblem& problem, const GridSpec& spec,
+                              const GptqOptions& options, const ProgressFn& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  check_inputs(problem, spec, options);
+  Prepared p = prepare(problem, spec, options);
+  GptqIndexedLayer out;
+  CoreResult core = run_core(problem, spec, options, p, progress);
+  const Index n = problem.cols();
+  out.codes = unpermute_codes(core.codes, p.perm);
+  // Without dynamic groups the grid is already over the original columns: no index needed.
+  if (!p.dynamic_groups) std::iota(p.perm.begin(), p.perm.end(), Index{0});
+  out.permutation = p.perm;
+  out.grid = std::move(core.grid);
+  out.group_index.resize(static_cast<size_t>(n));
+  for (Index k = 0; k < n; ++k)
+    out.group_index[static_cast<size_t>(out.permutation[static_cast<size_t>(k)])] =
+        static_cast<std::int32_t>(out.grid.group_of(k));
+  RoundingReport& report = out.report;
+  report.method = "gptq";
+  report.bits = out.grid.bits;
+  report.group_size = out.grid.granularity == Granularity::kPerGroup ? out.grid.group_size : 0;
+  report.symmetric = out.grid.symmetric;
+  report.scale_search = to_string(spec.search);
+  const MatrixF w_hat = out.dequantized();
+  report.loss = problem.loss(w_hat);
+  report.relative_loss = problem.relative_loss(w_hat);
+  const MatrixF w_rtn = fake_quant(problem.weights(), make_grid(problem, spec));
+  report.loss_rtn = problem.loss(w_rtn);
+  report.relative_loss_rtn = problem.relative_loss(w_rtn);
+  report.notes.push_back("loss_rtn is RTN on make_grid(spec) of the original weights");
+  add_factor_notes(report, core.factor, options, p.dead);
+  report.iterations = static_cast<int>(n);
+  report.seconds = seconds_since(start);
+  return out;
+}
+
+}  // namespace qround
