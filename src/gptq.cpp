@@ -9,6 +9,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "qround/detail/gptq_factor.hpp"
 #include "qround/nearest.hpp"
 #include "qround/scale_search.hpp"
 #ifdef _OPENMP
@@ -44,7 +45,9 @@ struct Factor {
 // triangular with a positive diagonal, so it is *the* upper factor the reference computes with
 // cholesky → cholesky_inverse → cholesky(upper) — at half the cost (one factorisation, one
 // triangular inverse). Returns false if A is not numerically positive definite.
-bool upper_factor_of_inverse(const MatrixD& a, MatrixD& u) {
+}  // namespace
+
+bool detail::upper_factor_of_inverse(const MatrixD& a, MatrixD& u) {
   const Index n = a.rows();
   const MatrixD rev = a.reverse();
   Eigen::LLT<MatrixD, Eigen::Lower> llt(rev);
@@ -63,6 +66,8 @@ bool upper_factor_of_inverse(const MatrixD& a, MatrixD& u) {
   return true;
 }
 
+namespace {
+
 Factor factorize(const MatrixD& h, const GptqOptions& options) {
   const Index n = h.rows();
   const double mean_diag = h.diagonal().mean();
@@ -74,7 +79,7 @@ Factor factorize(const MatrixD& h, const GptqOptions& options) {
   for (int attempt = 0; attempt <= options.max_damping_retries; ++attempt) {
     MatrixD damped = h;
     damped.diagonal().array() += damping;
-    if (upper_factor_of_inverse(damped, u)) {
+    if (detail::upper_factor_of_inverse(damped, u)) {
       f.u = u.cast<float>();
       f.damping = damping;
       f.retries = attempt;
