@@ -2,13 +2,14 @@
 
 #include <fmt/format.h>
 
-#include <Eigen/Cholesky>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
+#include "qround/detail/dense_gemm.hpp"
 #include "qround/detail/gptq_factor.hpp"
 #include "qround/nearest.hpp"
 #include "qround/scale_search.hpp"
@@ -40,35 +41,8 @@ struct Factor {
   int retries = 0;
 };
 
-// Upper U with UᵀU = A⁻¹, from the Cholesky factor of A with rows and columns reversed: if
-// J A J = L Lᵀ (J the reversal) then A⁻¹ = J L⁻ᵀ L⁻¹ J = (J L⁻¹ J)ᵀ (J L⁻¹ J), and J L⁻¹ J is upper
-// triangular with a positive diagonal, so it is *the* upper factor the reference computes with
-// cholesky → cholesky_inverse → cholesky(upper) — at half the cost (one factorisation, one
-// triangular inverse). Returns false if A is not numerically positive definite.
-}  // namespace
-
-bool detail::upper_factor_of_inverse(const MatrixD& a, MatrixD& u) {
-  const Index n = a.rows();
-  const MatrixD rev = a.reverse();
-  Eigen::LLT<MatrixD, Eigen::Lower> llt(rev);
-  if (llt.info() != Eigen::Success) return false;
-  const auto l = llt.matrixL();
-  for (Index i = 0; i < n; ++i) {
-    const double d = llt.matrixLLT()(i, i);
-    if (!(d > 0.0) || !std::isfinite(d)) return false;
-  }
-  MatrixD linv = MatrixD::Identity(n, n);
-  l.solveInPlace(linv);
-  u = linv.reverse();
-  for (Index i = 0; i < n; ++i)
-    for (Index j = 0; j < n; ++j)
-      if (!std::isfinite(u(i, j))) return false;
-  return true;
-}
-
-namespace {
-
 Factor factorize(const MatrixD& h, const GptqOptions& options) {
+  const int threads = thread_count(options);
   const Index n = h.rows();
   const double mean_diag = h.diagonal().mean();
   // An all-dead or degenerate diagonal still needs a positive base for the relative damping.
@@ -79,7 +53,7 @@ Factor factorize(const MatrixD& h, const GptqOptions& options) {
   for (int attempt = 0; attempt <= options.max_damping_retries; ++attempt) {
     MatrixD damped = h;
     damped.diagonal().array() += damping;
-    if (detail::upper_factor_of_inverse(damped, u)) {
+    if (detail::upper_factor_of_inverse(damped, u, threads)) {
       f.u = u.cast<float>();
       f.damping = damping;
       f.retries = attempt;
@@ -142,6 +116,9 @@ struct CoreResult {
   MatrixI8 codes;  // processed column order
   Grid grid;       // dynamic groups: over the processed order; otherwise the prepared grid
   Factor factor;
+  // Loss on H (dead inputs fixed), from GPTQ's own errors: W − Ŵ = E·U and UᵀU = (H + λI)⁻¹ give
+  // ΔW (H + λI) ΔWᵀ = ‖E‖², so ΔW H ΔWᵀ = ‖E‖² − λ‖ΔW‖² at no extra cost.
+  double loss = 0.0;
 };
 
 // GPTQ proper, on columns in processed order.
@@ -150,10 +127,13 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
   const Index m = problem.rows(), n = problem.cols();
   MatrixD hp(n, n);
   MatrixF wp(m, n);
-  for (Index k = 0; k < n; ++k) wp.col(k) = p.w.col(p.perm[static_cast<size_t>(k)]);
-  for (Index a = 0; a < n; ++a)
-    for (Index b = 0; b < n; ++b)
-      hp(a, b) = p.h(p.perm[static_cast<size_t>(a)], p.perm[static_cast<size_t>(b)]);
+  // Row by row (both matrices are row-major).
+  for (Index r = 0; r < m; ++r)
+    for (Index k = 0; k < n; ++k) wp(r, k) = p.w(r, p.perm[static_cast<size_t>(k)]);
+  for (Index a = 0; a < n; ++a) {
+    const double* src = p.h.data() + p.perm[static_cast<size_t>(a)] * n;
+    for (Index b = 0; b < n; ++b) hp(a, b) = src[p.perm[static_cast<size_t>(b)]];
+  }
 
   CoreResult out;
   out.factor = factorize(hp, options);
@@ -183,13 +163,16 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
   std::atomic<bool> cancelled{false};
   std::atomic<Index> done{0};
   const GridSpec group_spec = per_row_spec(spec);
+  std::vector<double> chunk_err2(static_cast<size_t>(chunks), 0.0);
+  std::vector<double> chunk_delta2(static_cast<size_t>(chunks), 0.0);
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(thread_count(options))
   for (Index c = 0; c < chunks; ++c) {
     if (cancelled.load()) continue;
     const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
     MatrixF wc = wp.middleRows(r0, rows);  // updated by the lazy GEMMs
-    MatrixFCol w1, err1;
+    MatrixF w1;                            // the current block, row-major (rows × count)
+    MatrixFCol err1;  // its scaled errors, column-major: the A operand of both updates
     for (Index i1 = 0; i1 < n; i1 += options.block) {
       const Index i2 = std::min(i1 + options.block, n), count = i2 - i1;
       w1 = wc.middleCols(i1, count);
@@ -207,15 +190,27 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
         }
         const Index gc = grid_col(j);
         const float d = u(j, j);
+        double err2 = 0.0, delta2 = 0.0;
         for (Index r = 0; r < rows; ++r) {
           const float w = w1(r, i);
           const std::int32_t q = grid.code(r0 + r, gc, w);
           out.codes(r0 + r, j) = static_cast<std::int8_t>(q);
-          err1(r, i) = (w - grid.level(r0 + r, gc, q)) / d;
+          const float v = grid.level(r0 + r, gc, q);
+          const float e = (w - v) / d;
+          err1(r, i) = e;
+          const double delta = static_cast<double>(wp(r0 + r, j)) - v;
+          err2 += static_cast<double>(e) * e;
+          delta2 += delta * delta;
         }
-        for (Index k = i + 1; k < count; ++k) w1.col(k) -= u(j, i1 + k) * err1.col(i);
+        chunk_err2[static_cast<size_t>(c)] += err2;
+        chunk_delta2[static_cast<size_t>(c)] += delta2;
+        if (i + 1 < count)  // W1[:, i+1:] −= err ⊗ U[j, i+1:] (a rank-1 update)
+          detail::gemm_sub(w1.data() + i + 1, count, err1.data() + i * rows, rows,
+                           u.data() + j * n + j + 1, n, rows, count - i - 1, 1);
       }
-      if (i2 < n) wc.rightCols(n - i2).noalias() -= err1 * u.block(i1, i2, count, n - i2);
+      if (i2 < n)  // W[:, i2:] −= Err1 · U[i1:i2, i2:]
+        detail::gemm_sub(wc.data() + i2, n, err1.data(), rows, u.data() + i1 * n + i2, n, rows,
+                         n - i2, count);
     }
     const Index finished = ++done;
     bool is_main = true;
@@ -228,13 +223,20 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
   }
   // A last report from the calling thread, whichever threads did the chunks.
   if (cancelled.load() || (progress && !progress(1.0, "gptq"))) throw Cancelled();
+  double err2 = 0.0, delta2 = 0.0;
+  for (Index c = 0; c < chunks; ++c) {  // fixed order
+    err2 += chunk_err2[static_cast<size_t>(c)];
+    delta2 += chunk_delta2[static_cast<size_t>(c)];
+  }
+  out.loss = std::max(0.0, err2 - out.factor.damping * delta2);
   return out;
 }
 
 MatrixI8 unpermute_codes(const MatrixI8& codes_p, const std::vector<Index>& perm) {
   MatrixI8 codes(codes_p.rows(), codes_p.cols());
-  for (Index k = 0; k < codes_p.cols(); ++k)
-    codes.col(perm[static_cast<size_t>(k)]) = codes_p.col(k);
+  for (Index r = 0; r < codes_p.rows(); ++r)
+    for (Index k = 0; k < codes_p.cols(); ++k)
+      codes(r, perm[static_cast<size_t>(k)]) = codes_p(r, k);
   return codes;
 }
 
@@ -257,6 +259,72 @@ void check_inputs(const LayerProblem& problem, const GridSpec& spec, const GptqO
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Σ_i d_i H d_iᵀ over the rows of d, with H in float (the GEMM kernel), summed in double in a
+// fixed order. Used for the output energy and the RTN loss, whose errors are not concentrated in
+// H's small eigenvalues, so float products are accurate to ~1e-6 relative. H is symmetric, so
+// only tiles on and right of the diagonal are formed (the others count twice): half the flops.
+double quadratic_form_sum(const MatrixF& d, const MatrixF& h, int threads) {
+  constexpr Index kTile = 128;
+  const Index m = d.rows(), n = d.cols();
+  const Index chunks = (m + kRowChunk - 1) / kRowChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (Index c = 0; c < chunks; ++c) {
+    const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
+    const MatrixFCol a = d.middleRows(r0, rows);  // column-major A operand
+    // off: −Σ_J D[:, J] H[J, right of J]   diag: −D[:, J] H[J, J], tile by tile
+    MatrixF off = MatrixF::Zero(rows, n), diag = MatrixF::Zero(rows, n);
+    for (Index j0 = 0; j0 < n; j0 += kTile) {
+      const Index jb = std::min(kTile, n - j0), right = n - j0 - jb;
+      const float* aj = a.data() + j0 * rows;
+      detail::gemm_sub(diag.data() + j0, n, aj, rows, h.data() + j0 * n + j0, n, rows, jb, jb);
+      if (right > 0)
+        detail::gemm_sub(off.data() + j0 + jb, n, aj, rows, h.data() + j0 * n + j0 + jb, n, rows,
+                         right, jb);
+    }
+    double sum = 0.0;
+    for (Index r = 0; r < rows; ++r)
+      for (Index j = 0; j < n; ++j)
+        sum -= (2.0 * off(r, j) + static_cast<double>(diag(r, j))) * d(r0 + r, j);
+    partial[static_cast<size_t>(c)] = sum;
+  }
+  double total = 0.0;
+  for (double v : partial) total += v;
+  return total;
+}
+
+double relative(double loss, double energy) {
+  if (energy > 0.0) return loss / energy;
+  return loss == 0.0 ? 0.0 : std::numeric_limits<double>::infinity();
+}
+
+// The shared report fields. `w_hat` is the result in the original column order; RTN is measured
+// on `rtn_grid`.
+void fill_gptq_report(RoundingReport& report, const LayerProblem& problem, const GridSpec& spec,
+                      const MatrixF& w_hat, const Grid& rtn_grid, const CoreResult& core,
+                      const GptqOptions& options) {
+  report.method = "gptq";
+  report.bits = rtn_grid.bits;
+  report.group_size = rtn_grid.granularity == Granularity::kPerGroup ? rtn_grid.group_size : 0;
+  report.symmetric = rtn_grid.symmetric;
+  report.scale_search = to_string(spec.search);
+  const MatrixF w_rtn = fake_quant(problem.weights(), rtn_grid);
+  if (problem.has_target()) {  // the target's terms: the problem's own (double) evaluation
+    report.loss = problem.loss(w_hat);
+    report.loss_rtn = problem.loss(w_rtn);
+    report.relative_loss = problem.relative_loss(w_hat);
+    report.relative_loss_rtn = problem.relative_loss(w_rtn);
+    return;
+  }
+  const MatrixF h = problem.hessian().cast<float>();
+  const int threads = thread_count(options);
+  const double energy = quadratic_form_sum(problem.weights(), h, threads);
+  report.loss = core.loss;
+  report.loss_rtn = quadratic_form_sum(w_rtn - problem.weights(), h, threads);
+  report.relative_loss = relative(report.loss, energy);
+  report.relative_loss_rtn = relative(report.loss_rtn, energy);
 }
 
 }  // namespace
@@ -286,15 +354,12 @@ QuantizedLayer gptq(const LayerProblem& problem, const GridSpec& spec, const Gpt
   QuantizedLayer out;
   out.codes = unpermute_codes(core.codes, p.perm);
   out.grid = std::move(core.grid);
-  fill_report(out.report, problem, out, "gptq", &spec);
-  if (p.dynamic_groups) {
-    const MatrixF w_rtn = fake_quant(problem.weights(), make_grid(problem, spec));
-    out.report.loss_rtn = problem.loss(w_rtn);
-    out.report.relative_loss_rtn = problem.relative_loss(w_rtn);
+  const Grid rtn_grid = p.dynamic_groups ? make_grid(problem, spec) : out.grid;
+  fill_gptq_report(out.report, problem, spec, out.dequantized(), rtn_grid, core, options);
+  if (p.dynamic_groups)
     out.report.notes.push_back(
-        "dynamic groups: loss_rtn is RTN on make_grid(spec) of the original "
-        "weights, not on GPTQ's own grid");
-  }
+        "dynamic groups: loss_rtn is RTN on make_grid(spec) of the original weights, not on "
+        "GPTQ's own grid");
   add_factor_notes(out.report, core.factor, options, p.dead);
   out.report.iterations = static_cast<int>(problem.cols());
   out.report.seconds = seconds_since(start);
@@ -327,22 +392,12 @@ GptqIndexedLayer gptq_indexed(const LayerProblem& problem, const GridSpec& spec,
   for (Index k = 0; k < n; ++k)
     out.group_index[static_cast<size_t>(out.permutation[static_cast<size_t>(k)])] =
         static_cast<std::int32_t>(out.grid.group_of(k));
-  RoundingReport& report = out.report;
-  report.method = "gptq";
-  report.bits = out.grid.bits;
-  report.group_size = out.grid.granularity == Granularity::kPerGroup ? out.grid.group_size : 0;
-  report.symmetric = out.grid.symmetric;
-  report.scale_search = to_string(spec.search);
-  const MatrixF w_hat = out.dequantized();
-  report.loss = problem.loss(w_hat);
-  report.relative_loss = problem.relative_loss(w_hat);
-  const MatrixF w_rtn = fake_quant(problem.weights(), make_grid(problem, spec));
-  report.loss_rtn = problem.loss(w_rtn);
-  report.relative_loss_rtn = problem.relative_loss(w_rtn);
-  report.notes.push_back("loss_rtn is RTN on make_grid(spec) of the original weights");
-  add_factor_notes(report, core.factor, options, p.dead);
-  report.iterations = static_cast<int>(n);
-  report.seconds = seconds_since(start);
+  const Grid rtn_grid = p.dynamic_groups ? make_grid(problem, spec) : out.grid;
+  fill_gptq_report(out.report, problem, spec, out.dequantized(), rtn_grid, core, options);
+  out.report.notes.push_back("loss_rtn is RTN on make_grid(spec) of the original weights");
+  add_factor_notes(out.report, core.factor, options, p.dead);
+  out.report.iterations = static_cast<int>(n);
+  out.report.seconds = seconds_since(start);
   return out;
 }
 

@@ -6,7 +6,8 @@
 
 namespace qround::detail {
 
-// Returns false (u unspecified) if A is not numerically positive definite.
-bool upper_factor_of_inverse(const RowMatrix<double>& a, RowMatrix<double>& u);
+// Returns false (u unspecified) if A is not numerically positive definite. `threads` 0 = OpenMP's
+// default; the result does not depend on it.
+bool upper_factor_of_inverse(const RowMatrix<double>& a, RowMatrix<double>& u, int threads = 0);
 
 }  // namespace qround::detail

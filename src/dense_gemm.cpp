@@ -1,0 +1,70 @@
+#include "qround/detail/dense_gemm.hpp"
+
+#include <Eigen/Core>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/dense_gemm_kernels.hpp"
+
+namespace qround::detail {
+namespace {
+
+template <typename T>
+void portable(T* c, std::ptrdiff_t ldc, const T* a, std::ptrdiff_t lda, const T* b,
+              std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k) {
+  if (m == 0 || n == 0 || k == 0) return;
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<const Eigen::Matrix<T, -1, -1, Eigen::ColMajor>, 0, Stride> am(a, m, k, Stride(lda));
+  Eigen::Map<const Eigen::Matrix<T, -1, -1, Eigen::RowMajor>, 0, Stride> bm(b, k, n, Stride(ldb));
+  Eigen::Map<Eigen::Matrix<T, -1, -1, Eigen::RowMajor>, 0, Stride> cm(c, m, n, Stride(ldc));
+  cm.noalias() -= am * bm;
+}
+
+bool use_avx512() {
+#if defined(QROUND_HAVE_AVX512VNNI) && (defined(__GNUC__) || defined(__clang__))
+  static const bool ok = [] {
+    const char* isa = std::getenv("QROUND_ISA");
+    if (isa && (!std::strcmp(isa, "scalar") || !std::strcmp(isa, "avx2"))) return false;
+    // GCC/Clang's cpu model checks the OS saves the ZMM and mask state (XCR0) too.
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+void gemm_sub_portable(float* c, std::ptrdiff_t ldc, const float* a, std::ptrdiff_t lda,
+                       const float* b, std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n,
+                       std::ptrdiff_t k) {
+  portable(c, ldc, a, lda, b, ldb, m, n, k);
+}
+
+void gemm_sub_portable(double* c, std::ptrdiff_t ldc, const double* a, std::ptrdiff_t lda,
+                       const double* b, std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n,
+                       std::ptrdiff_t k) {
+  portable(c, ldc, a, lda, b, ldb, m, n, k);
+}
+
+void gemm_sub(float* c, std::ptrdiff_t ldc, const float* a, std::ptrdiff_t lda, const float* b,
+              std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k) {
+#ifdef QROUND_HAVE_AVX512VNNI
+  if (use_avx512()) return kernels::gemm_sub_f32_avx512(c, ldc, a, lda, b, ldb, m, n, k);
+#endif
+  portable(c, ldc, a, lda, b, ldb, m, n, k);
+}
+
+void gemm_sub(double* c, std::ptrdiff_t ldc, const double* a, std::ptrdiff_t lda, const double* b,
+              std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k) {
+#ifdef QROUND_HAVE_AVX512VNNI
+  if (use_avx512()) return kernels::gemm_sub_f64_avx512(c, ldc, a, lda, b, ldb, m, n, k);
+#endif
+  portable(c, ldc, a, lda, b, ldb, m, n, k);
+}
+
+const char* gemm_sub_path() { return use_avx512() ? "avx512" : "portable"; }
+
+}  // namespace qround::detail
