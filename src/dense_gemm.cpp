@@ -35,6 +35,15 @@ bool use_avx512() {
 #endif
 }
 
+// The AVX-512 kernels when compiled in (use_avx512() is false otherwise, so these never run).
+#ifdef QROUND_HAVE_AVX512VNNI
+constexpr auto simd_f32 = kernels::gemm_sub_f32_avx512;
+constexpr auto simd_f64 = kernels::gemm_sub_f64_avx512;
+#else
+constexpr auto simd_f32 = portable<float>;
+constexpr auto simd_f64 = portable<double>;
+#endif
+
 }  // namespace
 
 void gemm_sub_portable(float* c, std::ptrdiff_t ldc, const float* a, std::ptrdiff_t lda,
@@ -42,7 +51,6 @@ void gemm_sub_portable(float* c, std::ptrdiff_t ldc, const float* a, std::ptrdif
                        std::ptrdiff_t k) {
   portable(c, ldc, a, lda, b, ldb, m, n, k);
 }
-
 void gemm_sub_portable(double* c, std::ptrdiff_t ldc, const double* a, std::ptrdiff_t lda,
                        const double* b, std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n,
                        std::ptrdiff_t k) {
@@ -51,18 +59,12 @@ void gemm_sub_portable(double* c, std::ptrdiff_t ldc, const double* a, std::ptrd
 
 void gemm_sub(float* c, std::ptrdiff_t ldc, const float* a, std::ptrdiff_t lda, const float* b,
               std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k) {
-#ifdef QROUND_HAVE_AVX512VNNI
-  if (use_avx512()) return kernels::gemm_sub_f32_avx512(c, ldc, a, lda, b, ldb, m, n, k);
-#endif
-  portable(c, ldc, a, lda, b, ldb, m, n, k);
+  (use_avx512() ? simd_f32 : portable<float>)(c, ldc, a, lda, b, ldb, m, n, k);
 }
 
 void gemm_sub(double* c, std::ptrdiff_t ldc, const double* a, std::ptrdiff_t lda, const double* b,
               std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k) {
-#ifdef QROUND_HAVE_AVX512VNNI
-  if (use_avx512()) return kernels::gemm_sub_f64_avx512(c, ldc, a, lda, b, ldb, m, n, k);
-#endif
-  portable(c, ldc, a, lda, b, ldb, m, n, k);
+  (use_avx512() ? simd_f64 : portable<double>)(c, ldc, a, lda, b, ldb, m, n, k);
 }
 
 const char* gemm_sub_path() { return use_avx512() ? "avx512" : "portable"; }

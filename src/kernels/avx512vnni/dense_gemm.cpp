@@ -66,6 +66,12 @@ void gemm_sub(typename K::T* c, std::ptrdiff_t ldc, const typename K::T* a, std:
               const typename K::T* b, std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n,
               std::ptrdiff_t k) {
   constexpr std::ptrdiff_t kNr = 2 * K::kLanes;
+  using TileFn =
+      void (*)(typename K::T*, std::ptrdiff_t, const typename K::T*, std::ptrdiff_t,
+               const typename K::T*, std::ptrdiff_t, std::ptrdiff_t, typename K::M, typename K::M);
+  // One register tile per row count of the last, partial row block.
+  static constexpr TileFn kTiles[kMr] = {tile<K, 1>, tile<K, 2>, tile<K, 3>, tile<K, 4>,
+                                         tile<K, 5>, tile<K, 6>, tile<K, 7>, tile<K, 8>};
   for (std::ptrdiff_t k0 = 0; k0 < k; k0 += kKc) {
     const std::ptrdiff_t kc = k - k0 < kKc ? k - k0 : kKc;
     for (std::ptrdiff_t j0 = 0; j0 < n; j0 += kNr) {
@@ -75,32 +81,7 @@ void gemm_sub(typename K::T* c, std::ptrdiff_t ldc, const typename K::T* a, std:
       for (std::ptrdiff_t i0 = 0; i0 < m; i0 += kMr) {
         typename K::T* cp = c + i0 * ldc + j0;
         const typename K::T* ap = a + k0 * lda + i0;
-        switch (m - i0 < kMr ? m - i0 : kMr) {
-          case 8:
-            tile<K, 8>(cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
-            break;
-          case 7:
-            tile<K, 7>(cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
-            break;
-          case 6:
-            tile<K, 6>(cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
-            break;
-          case 5:
-            tile<K, 5>(cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
-            break;
-          case 4:
-            tile<K, 4>(cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
-            break;
-          case 3:
-            tile<K, 3>(cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
-            break;
-          case 2:
-            tile<K, 2>(cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
-            break;
-          default:
-            tile<K, 1>(cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
-            break;
-        }
+        kTiles[(m - i0 < kMr ? m - i0 : kMr) - 1](cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
       }
     }
   }
