@@ -1,11 +1,15 @@
-// GPTQ speed on a 4096 × 4096 layer (group 128). Counters: seconds per layer and GFLOP/s of the
-// O(n³) parts — the factorisation (Cholesky of H, triangular inverse: n³/3 + n³/3 flops) and the
-// lazy block updates (≈ out·in² flops, float). This machine (2 cores, AVX-512 FMA) peaks near
-// 840 f32 / 420 f64 GFLOP/s; numbers are noisy when other builds share the cores.
+// GPTQ speed on a 4096 × 4096 layer (group 128), and its kernels.
+//
+// Counters: GFLOP/s of the O(n³) work. Factorisation (Cholesky of H and a triangular inverse,
+// f64): 2n³/3 flops. Lazy block updates (f32): ≈ out·in² flops. Report (output energy and RTN loss
+// as symmetric quadratic forms, f32): ≈ 2·out·in² flops. This machine (2 cores, Zen 5, 2 × 512-bit
+// FMA per cycle) peaks near 2 × 64 flop/cycle × clock ≈ 420 GFLOP/s f32 and half that in f64 —
+// numbers are noisy when other builds share the cores.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
 
+#include "qround/detail/dense_gemm.hpp"
 #include "qround/detail/gptq_factor.hpp"
 #include "qround/detail/rng.hpp"
 #include "qround/gptq.hpp"
@@ -40,6 +44,23 @@ const LayerProblem& problem_4096() {
   return p;
 }
 
+// One thread, the lazy-update shape: C (64 × n) −= A (64 × 128) · B (128 × n).
+template <typename T>
+void BM_GemmSub(benchmark::State& state) {
+  const Index n = state.range(0);
+  RowMatrix<T> c = RowMatrix<T>::Zero(64, n), a = RowMatrix<T>::Random(128, 64),
+               b = RowMatrix<T>::Random(128, n);
+  for (auto _ : state) {
+    detail::gemm_sub(c.data(), n, a.data(), 64, b.data(), n, 64, n, 128);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 64 * 128 * double(n) * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(detail::gemm_sub_path());
+}
+BENCHMARK_TEMPLATE(BM_GemmSub, float)->Arg(4096)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_GemmSub, double)->Arg(4096)->UseRealTime();
+
 void BM_GptqFactor(benchmark::State& state) {
   const Index n = state.range(0);
   MatrixD h = synthetic_hessian(n);
@@ -64,9 +85,9 @@ void BM_Gptq4096(benchmark::State& state) {
     else
       benchmark::DoNotOptimize(gptq(p, spec, o).codes.data());
   }
-  // Factorisation (f64) plus lazy block GEMMs (f32), the O(n³) work.
+  // Factorisation (f64) + lazy block updates (f32) + report quadratic forms (f32).
   const double n = 4096.0;
-  state.counters["GFLOP/s"] = benchmark::Counter((2.0 * n * n * n / 3.0 + n * n * n) * 1e-9,
+  state.counters["GFLOP/s"] = benchmark::Counter((2.0 * n * n * n / 3.0 + 3.0 * n * n * n) * 1e-9,
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Gptq4096)
@@ -76,6 +97,6 @@ BENCHMARK(BM_Gptq4096)
     ->Args({1, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
-    ->Iterations(1);
+    ->Iterations(2);
 
 }  // namespace

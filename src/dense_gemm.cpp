@@ -1,6 +1,7 @@
 #include "qround/detail/dense_gemm.hpp"
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -9,15 +10,23 @@
 namespace qround::detail {
 namespace {
 
+// Eigen, in slices of at most kSlice products: within a slice Eigen's k-blocking cannot depend on
+// its thread count, so the result does not either.
 template <typename T>
 void portable(T* c, std::ptrdiff_t ldc, const T* a, std::ptrdiff_t lda, const T* b,
               std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k) {
-  if (m == 0 || n == 0 || k == 0) return;
+  constexpr std::ptrdiff_t kSlice = 128;
+  if (m == 0 || n == 0) return;
   using Stride = Eigen::OuterStride<>;
-  Eigen::Map<const Eigen::Matrix<T, -1, -1, Eigen::ColMajor>, 0, Stride> am(a, m, k, Stride(lda));
-  Eigen::Map<const Eigen::Matrix<T, -1, -1, Eigen::RowMajor>, 0, Stride> bm(b, k, n, Stride(ldb));
   Eigen::Map<Eigen::Matrix<T, -1, -1, Eigen::RowMajor>, 0, Stride> cm(c, m, n, Stride(ldc));
-  cm.noalias() -= am * bm;
+  for (std::ptrdiff_t k0 = 0; k0 < k; k0 += kSlice) {
+    const std::ptrdiff_t kc = std::min(kSlice, k - k0);
+    Eigen::Map<const Eigen::Matrix<T, -1, -1, Eigen::ColMajor>, 0, Stride> am(a + k0 * lda, m, kc,
+                                                                              Stride(lda));
+    Eigen::Map<const Eigen::Matrix<T, -1, -1, Eigen::RowMajor>, 0, Stride> bm(b + k0 * ldb, kc, n,
+                                                                              Stride(ldb));
+    cm.noalias() -= am * bm;
+  }
 }
 
 bool use_avx512() {
