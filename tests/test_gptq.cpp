@@ -193,7 +193,7 @@ void check_gemm_sub(Index m, Index n, Index k, bool portable) {
 }
 
 TEST(GptqKernels, GemmSubMatchesNaiveOnOddShapes) {
-  const Index shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {8, 32, 128}, {13, 47, 129}, {64, 200, 300}};
+  const Index shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {8, 32, 128}, {13, 47, 129}, {64, 200, 300}, {130, 70, 140}};
   for (bool portable : {false, true})
     for (const auto& s : shapes) {
       check_gemm_sub<float>(s[0], s[1], s[2], portable);

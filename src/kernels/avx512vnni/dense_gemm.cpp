@@ -9,7 +9,7 @@
 namespace qround::kernels {
 namespace {
 
-constexpr std::ptrdiff_t kKc = 128;  // k rows of B per pass (32 KiB of doubles)
+constexpr std::ptrdiff_t kKc = 128;  // k rows per pass: a packed B panel is 16 KiB
 constexpr int kMr = 8;
 
 struct F32 {
@@ -61,27 +61,52 @@ void tile(typename K::T* c, std::ptrdiff_t ldc, const typename K::T* a, std::ptr
   }
 }
 
+// Operands are packed per k-block so that the inner loops read contiguous memory: A as tiles of
+// kMr rows ([tile][p][row]), B as one panel of kNr columns ([p][col], zero-padded). Unpacked, the
+// power-of-two leading dimensions of GPTQ's matrices map a whole B panel onto a couple of L1 sets.
+// Packing does not change the order of the products, only where they are read from.
 template <class K>
 void gemm_sub(typename K::T* c, std::ptrdiff_t ldc, const typename K::T* a, std::ptrdiff_t lda,
               const typename K::T* b, std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n,
               std::ptrdiff_t k) {
+  using T = typename K::T;
   constexpr std::ptrdiff_t kNr = 2 * K::kLanes;
-  using TileFn =
-      void (*)(typename K::T*, std::ptrdiff_t, const typename K::T*, std::ptrdiff_t,
-               const typename K::T*, std::ptrdiff_t, std::ptrdiff_t, typename K::M, typename K::M);
-  // One register tile per row count of the last, partial row block.
+  constexpr std::ptrdiff_t kMc = 64;  // rows per packed A block
+  using TileFn = void (*)(T*, std::ptrdiff_t, const T*, std::ptrdiff_t, const T*, std::ptrdiff_t,
+                          std::ptrdiff_t, typename K::M, typename K::M);
+  // One register tile per row count of the last, partial row tile.
   static constexpr TileFn kTiles[kMr] = {tile<K, 1>, tile<K, 2>, tile<K, 3>, tile<K, 4>,
                                          tile<K, 5>, tile<K, 6>, tile<K, 7>, tile<K, 8>};
+  alignas(64) T apack[kMc * kKc];
+  alignas(64) T bpack[kKc * kNr];
+  const typename K::M full = K::mask(K::kLanes);
   for (std::ptrdiff_t k0 = 0; k0 < k; k0 += kKc) {
     const std::ptrdiff_t kc = k - k0 < kKc ? k - k0 : kKc;
-    for (std::ptrdiff_t j0 = 0; j0 < n; j0 += kNr) {
-      const std::ptrdiff_t nr = n - j0;
-      const typename K::M m0 = K::mask(nr), m1 = K::mask(nr - K::kLanes > 0 ? nr - K::kLanes : 0);
-      const typename K::T* bp = b + k0 * ldb + j0;
-      for (std::ptrdiff_t i0 = 0; i0 < m; i0 += kMr) {
-        typename K::T* cp = c + i0 * ldc + j0;
-        const typename K::T* ap = a + k0 * lda + i0;
-        kTiles[(m - i0 < kMr ? m - i0 : kMr) - 1](cp, ldc, ap, lda, bp, ldb, kc, m0, m1);
+    for (std::ptrdiff_t i1 = 0; i1 < m; i1 += kMc) {
+      const std::ptrdiff_t mc = m - i1 < kMc ? m - i1 : kMc;
+      const std::ptrdiff_t tiles = (mc + kMr - 1) / kMr;
+      for (std::ptrdiff_t t = 0; t < tiles; ++t) {
+        const std::ptrdiff_t rows = mc - t * kMr < kMr ? mc - t * kMr : kMr;
+        T* dst = apack + t * kc * kMr;
+        for (std::ptrdiff_t p = 0; p < kc; ++p) {
+          const T* src = a + (k0 + p) * lda + i1 + t * kMr;
+          for (std::ptrdiff_t r = 0; r < kMr; ++r) dst[p * kMr + r] = r < rows ? src[r] : T(0);
+        }
+      }
+      for (std::ptrdiff_t j0 = 0; j0 < n; j0 += kNr) {
+        const std::ptrdiff_t nr = n - j0;
+        const typename K::M m0 = K::mask(nr);
+        const typename K::M m1 = K::mask(nr - K::kLanes > 0 ? nr - K::kLanes : 0);
+        for (std::ptrdiff_t p = 0; p < kc; ++p) {
+          const T* src = b + (k0 + p) * ldb + j0;
+          K::store(bpack + p * kNr, full, K::load(src, m0));
+          K::store(bpack + p * kNr + K::kLanes, full, K::load(src + K::kLanes, m1));
+        }
+        for (std::ptrdiff_t t = 0; t < tiles; ++t) {
+          const std::ptrdiff_t rows = mc - t * kMr < kMr ? mc - t * kMr : kMr;
+          kTiles[rows - 1](c + (i1 + t * kMr) * ldc + j0, ldc, apack + t * kc * kMr, kMr, bpack,
+                           kNr, kc, m0, m1);
+        }
       }
     }
   }
