@@ -361,6 +361,23 @@ TEST(Gptq, IndefiniteHessianRaisesDampingThenFails) {
   EXPECT_THROW(gptq(p, GridSpec::with_group_size(4, 0), few), NumericalError);
 }
 
+TEST(Gptq, AsymmetricTargetUsesTheQuantizedInputsHessian) {
+  // The reference's sequential convention: GPTQ sees H = X̃ᵀX̃ only; the report still measures the
+  // loss against the float target.
+  const MatrixF xf = correlated_inputs(128, 32, 30);
+  const MatrixF xq = xf + random_matrix(128, 32, 31, 0.05);
+  const MatrixF w = random_matrix(12, 32, 32, 0.1);
+  LayerProblem target(w);
+  target.add_batch(xq, xf);
+  LayerProblem plain(w);
+  plain.add_batch(xq);
+  const GridSpec spec = GridSpec::with_group_size(3, 8);
+  const QuantizedLayer a = gptq(target, spec), b = gptq(plain, spec);
+  EXPECT_EQ(mismatches(a.codes, b.codes), 0);
+  EXPECT_NEAR(a.report.loss, target.loss(a.dequantized()), 1e-9 * a.report.loss);
+  EXPECT_GT(a.report.loss, b.report.loss);  // the input mismatch adds to the loss
+}
+
 TEST(Gptq, DeterministicAcrossThreadCounts) {
   const LayerProblem p = correlated_problem(200, 64, 9);  // more rows than one chunk
   const GridSpec spec = GridSpec::with_group_size(4, 16);
