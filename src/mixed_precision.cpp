@@ -141,11 +141,12 @@ void prune(std::vector<Node>& nodes) {
   nodes.swap(kept);
 }
 
-// Stage-by-stage Pareto merge. Returns false if a stage exceeded `max_points`.
+// Stage-by-stage Pareto merge. Returns false once all stages together exceed `max_points`.
 bool merge(const SensitivityTable& t, std::int64_t quantum, std::size_t max_points,
            std::vector<std::vector<Node>>& stages) {
   const Index n = static_cast<Index>(t.names.size()), k = static_cast<Index>(t.bits.size());
   stages.assign(1, {Node{0, 0.0, -1, -1}});
+  std::size_t total = 1;
   for (Index i = 0; i < n; ++i) {
     const std::vector<Node>& prev = stages.back();
     std::vector<Node> next;
@@ -157,7 +158,8 @@ bool merge(const SensitivityTable& t, std::int64_t quantum, std::size_t max_poin
                         static_cast<std::int32_t>(p), static_cast<std::int32_t>(j)});
       }
     prune(next);
-    if (next.size() > max_points) return false;
+    total += next.size();
+    if (total > max_points) return false;
     stages.push_back(std::move(next));
   }
   return true;

@@ -10,7 +10,8 @@
 // Exactness: storage costs are whole numbers of bits, and the front is built by merging the layers'
 // choices one at a time and discarding dominated partial sums. That is exact (every Pareto-optimal
 // allocation is made of Pareto-optimal prefixes). Should a partial front grow beyond
-// AllocationOptions::max_front_points, the merge restarts on costs rounded *up* to a quantum of
+// AllocationOptions::max_front_points (all partial fronts together: they are kept for the
+// backtracking), the merge restarts on costs rounded *up* to a quantum of
 // total_max_bits / cost_steps bits: every returned allocation still fits its stated (true) cost,
 // and it is optimal for the rounded costs; ParetoFront::exact says which happened.
 #pragma once
@@ -63,8 +64,11 @@ SensitivityTable measure_sensitivity(const std::vector<LayerSource>& layers,
                                      const ProgressFn& progress = {});
 
 struct AllocationOptions {
-  std::size_t max_front_points = 1u << 20;  // partial-front size that triggers rounded costs
-  std::int64_t cost_steps = 1 << 16;        // rounded-cost resolution over the whole cost range
+  // Nodes of all partial fronts together (24 bytes each) beyond which costs are rounded.
+  std::size_t max_front_points = std::size_t{1} << 23;
+  // Rounded-cost resolution over the whole cost range (≈ 0.0005 bits per weight at 8 bits); the
+  // rounded merge then keeps at most layers × (cost_steps + layers) nodes.
+  std::int64_t cost_steps = 1 << 14;
   void validate() const;
 };
 
