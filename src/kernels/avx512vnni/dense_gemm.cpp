@@ -77,6 +77,17 @@ void gemm_sub(typename K::T* c, std::ptrdiff_t ldc, const typename K::T* a, std:
   // One register tile per row count of the last, partial row tile.
   static constexpr TileFn kTiles[kMr] = {tile<K, 1>, tile<K, 2>, tile<K, 3>, tile<K, 4>,
                                          tile<K, 5>, tile<K, 6>, tile<K, 7>, tile<K, 8>};
+  if (k < kMr) {  // rank-few updates (GPTQ's in-block step): packing would cost more than it saves
+    for (std::ptrdiff_t j0 = 0; j0 < n; j0 += kNr) {
+      const std::ptrdiff_t nr = n - j0;
+      const typename K::M m0 = K::mask(nr);
+      const typename K::M m1 = K::mask(nr - K::kLanes > 0 ? nr - K::kLanes : 0);
+      for (std::ptrdiff_t i0 = 0; i0 < m; i0 += kMr)
+        kTiles[(m - i0 < kMr ? m - i0 : kMr) - 1](c + i0 * ldc + j0, ldc, a + i0, lda, b + j0, ldb,
+                                                  k, m0, m1);
+    }
+    return;
+  }
   alignas(64) T apack[kMc * kKc];
   alignas(64) T bpack[kKc * kNr];
   const typename K::M full = K::mask(K::kLanes);
