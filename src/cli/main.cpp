@@ -22,6 +22,7 @@ constexpr Command kCommands[] = {
     {"quantize", qround::cli::run_quantize, "round one layer's weights with a chosen method"},
     {"plan", qround::cli::run_plan, "choose bits per layer: the Pareto front of size vs loss"},
     {"demo", qround::cli::run_demo, "every method at 4, 3 and 2 bits on an LLM-like layer"},
+    {"check", qround::cli::run_check, "run the packed int8/int4 kernel against the simulation"},
 };
 
 void usage(std::FILE* out) {
