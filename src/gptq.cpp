@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -160,23 +159,22 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
 
   out.codes.resize(m, n);
   const Index chunks = (m + kRowChunk - 1) / kRowChunk;
-  std::atomic<bool> cancelled{false};
-  std::atomic<Index> done{0};
   const GridSpec group_spec = per_row_spec(spec);
   std::vector<double> chunk_err2(static_cast<size_t>(chunks), 0.0);
   std::vector<double> chunk_delta2(static_cast<size_t>(chunks), 0.0);
+  MatrixF work = wp;  // updated in place by the lazy GEMMs; wp keeps the original weights
 
+  // Blocks outside, row chunks inside: every chunk then reads the same U block while it is still
+  // in the shared cache (U is in² floats; chunk-outer order streamed all of it per chunk).
+  for (Index i1 = 0; i1 < n; i1 += options.block) {
+    const Index i2 = std::min(i1 + options.block, n), count = i2 - i1;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(thread_count(options))
-  for (Index c = 0; c < chunks; ++c) {
-    if (cancelled.load()) continue;
-    const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
-    MatrixF wc = wp.middleRows(r0, rows);  // updated by the lazy GEMMs
-    MatrixF w1;                            // the current block, row-major (rows × count)
-    MatrixFCol err1;  // its scaled errors, column-major: the A operand of both updates
-    for (Index i1 = 0; i1 < n; i1 += options.block) {
-      const Index i2 = std::min(i1 + options.block, n), count = i2 - i1;
-      w1 = wc.middleCols(i1, count);
-      err1.resize(rows, count);
+    for (Index c = 0; c < chunks; ++c) {
+      const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
+      auto wc = work.middleRows(r0, rows);
+      MatrixF w1 = wc.middleCols(i1, count);  // the current block, row-major (rows × count)
+      MatrixFCol err1(rows,
+                      count);  // its scaled errors, column-major: the A operand of both updates
       for (Index i = 0; i < count; ++i) {
         const Index j = i1 + i;
         if (group > 0 && j % group == 0) {
@@ -212,17 +210,9 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
         detail::gemm_sub(wc.data() + i2, n, err1.data(), rows, u.data() + i1 * n + i2, n, rows,
                          n - i2, count);
     }
-    const Index finished = ++done;
-    bool is_main = true;
-#ifdef _OPENMP
-    is_main = omp_get_thread_num() == 0;
-#endif
-    if (progress && is_main &&
-        !progress(static_cast<double>(finished) / static_cast<double>(chunks), "gptq"))
-      cancelled = true;
+    if (progress && !progress(static_cast<double>(i2) / static_cast<double>(n), "gptq"))
+      throw Cancelled();
   }
-  // A last report from the calling thread, whichever threads did the chunks.
-  if (cancelled.load() || (progress && !progress(1.0, "gptq"))) throw Cancelled();
   double err2 = 0.0, delta2 = 0.0;
   for (Index c = 0; c < chunks; ++c) {  // fixed order
     err2 += chunk_err2[static_cast<size_t>(c)];
@@ -270,25 +260,25 @@ double quadratic_form_sum(const MatrixF& d, const MatrixF& h, int threads) {
   const Index m = d.rows(), n = d.cols();
   const Index chunks = (m + kRowChunk - 1) / kRowChunk;
   std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+  // Row tiles of H outside, row chunks of d inside, so all chunks share H[J, J:] in cache.
+  for (Index j0 = 0; j0 < n; j0 += kTile) {
+    const Index jb = std::min(kTile, n - j0), width = n - j0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (Index c = 0; c < chunks; ++c) {
-    const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
-    const MatrixFCol a = d.middleRows(r0, rows);  // column-major A operand
-    // off: −Σ_J D[:, J] H[J, right of J]   diag: −D[:, J] H[J, J], tile by tile
-    MatrixF off = MatrixF::Zero(rows, n), diag = MatrixF::Zero(rows, n);
-    for (Index j0 = 0; j0 < n; j0 += kTile) {
-      const Index jb = std::min(kTile, n - j0), right = n - j0 - jb;
-      const float* aj = a.data() + j0 * rows;
-      detail::gemm_sub(diag.data() + j0, n, aj, rows, h.data() + j0 * n + j0, n, rows, jb, jb);
-      if (right > 0)
-        detail::gemm_sub(off.data() + j0 + jb, n, aj, rows, h.data() + j0 * n + j0 + jb, n, rows,
-                         right, jb);
+    for (Index c = 0; c < chunks; ++c) {
+      const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
+      const MatrixFCol a = d.block(r0, j0, rows, jb);  // column-major A operand
+      MatrixF g = MatrixF::Zero(rows, width);          // becomes −D[:, J] · H[J, j0:]
+      detail::gemm_sub(g.data(), width, a.data(), rows, h.data() + j0 * n + j0, n, rows, width, jb);
+      const auto dc = d.block(r0, j0, rows, width);
+      // Tiles right of the diagonal stand for their mirror images too.
+      double sum =
+          (g.leftCols(jb).cast<double>().array() * dc.leftCols(jb).cast<double>().array()).sum();
+      if (width > jb)
+        sum += 2.0 * (g.rightCols(width - jb).cast<double>().array() *
+                      dc.rightCols(width - jb).cast<double>().array())
+                         .sum();
+      partial[static_cast<size_t>(c)] -= sum;
     }
-    double sum = 0.0;
-    for (Index r = 0; r < rows; ++r)
-      for (Index j = 0; j < n; ++j)
-        sum -= (2.0 * off(r, j) + static_cast<double>(diag(r, j))) * d(r0 + r, j);
-    partial[static_cast<size_t>(c)] = sum;
   }
   double total = 0.0;
   for (double v : partial) total += v;
