@@ -26,7 +26,14 @@
 //     in a Grid and refuses the combination; gptq_indexed() returns it (see GptqIndexedLayer).
 //
 // Precision: the column loop and the block GEMMs run in float, as the reference (float32); H, the
-// damping and the factorisation U run in double and U is then rounded to float.
+// damping and the factorisation U run in double and U is then rounded to float. Codes match a plain
+// double-precision reimplementation of the reference on the test problems (a code can only differ
+// where the float and double updated weight straddle a rounding tie).
+//
+// Report (without an asymmetric target): loss comes free from GPTQ's own errors (W − Ŵ = E·U and
+// UᵀU = (H + λI)⁻¹ give ΔW H ΔWᵀ = ‖E‖² − λ‖ΔW‖²); the output energy and the RTN loss are symmetric
+// quadratic forms through the float GEMM kernel (≈ 2·out·in² flops, more than GPTQ itself). With
+// a target the problem's own double evaluation is used.
 #pragma once
 
 #include <cstdint>
