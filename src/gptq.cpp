@@ -251,34 +251,49 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Σ_i d_i H d_iᵀ over the rows of d, with H in float (the GEMM kernel), summed in double in a
-// fixed order. Used for the output energy and the RTN loss, whose errors are not concentrated in
-// H's small eigenvalues, so float products are accurate to ~1e-6 relative. H is symmetric, so
-// only tiles on and right of the diagonal are formed (the others count twice): half the flops.
-double quadratic_form_sum(const MatrixF& d, const MatrixF& h, int threads) {
-  constexpr Index kTile = 128;
+constexpr Index kFormTile = 128;
+
+// H in float with every entry right of its diagonal tile doubled: the only part of H the quadratic
+// form below reads, each off-diagonal tile standing for itself and its mirror image.
+MatrixF folded_hessian(const MatrixD& h) {
+  const Index n = h.rows();
+  MatrixF out(n, n);
+  for (Index i = 0; i < n; ++i) {
+    const Index tile_end = std::min(n, (i / kFormTile + 1) * kFormTile);
+    for (Index j = 0; j < n; ++j)
+      out(i, j) = static_cast<float>(j < tile_end ? h(i, j) : 2.0 * h(i, j));
+  }
+  return out;
+}
+
+// Σ_i d_i H d_iᵀ over the rows of d, given folded_hessian(H): only tiles on and right of the
+// diagonal are multiplied (half the flops of a full product), in float through the GEMM kernel,
+// and the final dot products are summed in double in a fixed order. Used for the output energy and
+// the RTN loss, whose errors are not concentrated in H's small eigenvalues, so float products are
+// accurate to ~1e-6 relative.
+double quadratic_form_sum(const MatrixF& d, const MatrixF& folded, int threads) {
   const Index m = d.rows(), n = d.cols();
   const Index chunks = (m + kRowChunk - 1) / kRowChunk;
-  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+  MatrixF acc = MatrixF::Zero(m, n);  // becomes −Σ_J D[:, J] · folded[J, j0:]
   // Row tiles of H outside, row chunks of d inside, so all chunks share H[J, J:] in cache.
-  for (Index j0 = 0; j0 < n; j0 += kTile) {
-    const Index jb = std::min(kTile, n - j0), width = n - j0;
+  for (Index j0 = 0; j0 < n; j0 += kFormTile) {
+    const Index jb = std::min(kFormTile, n - j0), width = n - j0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (Index c = 0; c < chunks; ++c) {
       const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
       const MatrixFCol a = d.block(r0, j0, rows, jb);  // column-major A operand
-      MatrixF g = MatrixF::Zero(rows, width);          // becomes −D[:, J] · H[J, j0:]
-      detail::gemm_sub(g.data(), width, a.data(), rows, h.data() + j0 * n + j0, n, rows, width, jb);
-      const auto dc = d.block(r0, j0, rows, width);
-      // Tiles right of the diagonal stand for their mirror images too.
-      double sum =
-          (g.leftCols(jb).cast<double>().array() * dc.leftCols(jb).cast<double>().array()).sum();
-      if (width > jb)
-        sum += 2.0 * (g.rightCols(width - jb).cast<double>().array() *
-                      dc.rightCols(width - jb).cast<double>().array())
-                         .sum();
-      partial[static_cast<size_t>(c)] -= sum;
+      detail::gemm_sub(acc.data() + r0 * n + j0, n, a.data(), rows, folded.data() + j0 * n + j0, n,
+                       rows, width, jb);
     }
+  }
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (Index c = 0; c < chunks; ++c) {
+    const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
+    double sum = 0.0;
+    for (Index r = r0; r < r0 + rows; ++r)
+      for (Index j = 0; j < n; ++j) sum -= static_cast<double>(acc(r, j)) * d(r, j);
+    partial[static_cast<size_t>(c)] = sum;
   }
   double total = 0.0;
   for (double v : partial) total += v;
@@ -308,7 +323,7 @@ void fill_gptq_report(RoundingReport& report, const LayerProblem& problem, const
     report.relative_loss_rtn = problem.relative_loss(w_rtn);
     return;
   }
-  const MatrixF h = problem.hessian().cast<float>();
+  const MatrixF h = folded_hessian(problem.hessian());
   const int threads = thread_count(options);
   const double energy = quadratic_form_sum(problem.weights(), h, threads);
   report.loss = core.loss;
