@@ -2,10 +2,10 @@
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 
 #include "kernels/dense_gemm_kernels.hpp"
+#include "qround/detail/dense.hpp"
 
 namespace qround::detail {
 namespace {
@@ -29,20 +29,11 @@ void portable(T* c, std::ptrdiff_t ldc, const T* a, std::ptrdiff_t lda, const T*
   }
 }
 
-bool use_avx512() {
-#if defined(QROUND_HAVE_AVX512VNNI) && (defined(__GNUC__) || defined(__clang__))
-  static const bool ok = [] {
-    const char* isa = std::getenv("QROUND_ISA");
-    if (isa && (!std::strcmp(isa, "scalar") || !std::strcmp(isa, "avx2"))) return false;
-    // GCC/Clang's cpu model checks the OS saves the ZMM and mask state (XCR0) too.
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
+// The same decision as the library's dense f64 products (detail::dense_kernel_name()): the kernel
+// translation unit is built with AVX-512 F/BW/VL/DQ/VNNI (GCC may use any of them, e.g. kmovb is
+// DQ), so it runs only where that whole set is usable; QROUND_ISA=scalar|avx2 and
+// ScopedDenseKernel steer both alike.
+bool use_avx512() { return std::strcmp(dense_kernel_name(), "avx512") == 0; }
 
 // The AVX-512 kernels when compiled in (use_avx512() is false otherwise, so these never run).
 #ifdef QROUND_HAVE_AVX512VNNI

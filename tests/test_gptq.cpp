@@ -8,6 +8,7 @@
 #include <numeric>
 #include <string>
 
+#include "qround/detail/dense.hpp"
 #include "qround/detail/dense_gemm.hpp"
 #include "qround/detail/gptq_factor.hpp"
 #include "qround/detail/rng.hpp"
@@ -193,13 +194,27 @@ void check_gemm_sub(Index m, Index n, Index k, bool portable) {
 }
 
 TEST(GptqKernels, GemmSubMatchesNaiveOnOddShapes) {
-  const Index shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {8, 32, 128}, {13, 47, 129}, {64, 200, 300}, {130, 70, 140}};
+  const Index shapes[][3] = {{1, 1, 1},     {7, 33, 5},     {8, 32, 128},
+                             {13, 47, 129}, {64, 200, 300}, {130, 70, 140}};
   for (bool portable : {false, true})
     for (const auto& s : shapes) {
       check_gemm_sub<float>(s[0], s[1], s[2], portable);
       check_gemm_sub<double>(s[0], s[1], s[2], portable);
     }
   std::printf("gemm_sub path: %s\n", detail::gemm_sub_path());
+}
+
+TEST(GptqKernels, EveryDenseKernelGivesTheSameCodes) {
+  // gemm_sub follows the dense-kernel choice; GPTQ must agree with the reference on each.
+  const LayerProblem p = correlated_problem(24, 48, 3);
+  const GridSpec spec = GridSpec::with_group_size(4, 16);
+  const GptqOptions o = options(false, false, 16);
+  const ReferenceResult ref = reference_gptq(p, spec, o);
+  for (const std::string& name : detail::dense_kernels()) {
+    detail::ScopedDenseKernel scoped(name);
+    EXPECT_EQ(detail::gemm_sub_path(), std::string(name == "avx512" ? "avx512" : "portable"));
+    EXPECT_EQ(mismatches(gptq(p, spec, o).codes, ref.codes), 0) << name;
+  }
 }
 
 TEST(GptqKernels, BlockedFactorMatchesReference) {

@@ -1,8 +1,9 @@
 // GEMM updates C (m × n, row-major, ldc) −= A (m × k, column-major, lda) · B (k × n, row-major,
-// ldb) for GPTQ: the lazy block updates (f32) and the blocked factorisation (f64). Dispatched once
-// to AVX-512 when compiled in, supported by the CPU and OS, and not vetoed by QROUND_ISA
-// (= scalar | avx2); otherwise a portable Eigen path. Every element accumulates its products in
-// increasing k order on the AVX-512 path, so splitting C into tiles never changes the result.
+// ldb) for GPTQ: the lazy block updates (f32) and the blocked factorisation (f64). AVX-512 whenever
+// the library's dense products use it (detail::dense_kernel_name() == "avx512": compiled in,
+// supported by the CPU and OS, not capped by QROUND_ISA or a ScopedDenseKernel); otherwise a
+// portable Eigen path. Every element's products are summed in a fixed order (k-blocks of 128,
+// increasing k), so splitting C into tiles or rows never changes the result.
 #pragma once
 
 #include <cstddef>
