@@ -68,5 +68,22 @@ TEST(CliPlan, Errors) {
   EXPECT_EQ(run_cli("plan --layers '" + dir.file("missing.json") + "'" + out).exit_code, 1);
 }
 
+TEST(CliGptq, QuantizeTakesGptqSettings) {
+  if (std::string(QROUND_CLI_PATH).empty()) GTEST_SKIP() << "CLI not built";
+  TempDir dir;
+  write_manifest(dir);
+  const std::string common = "quantize --weights '" + dir.file("w1.npy") + "' --inputs '" +
+                             dir.file("x1.npy") + "' --bits 3 --group-size 8 --method gptq";
+  CliResult r = run_cli(common + " --act-order --static-groups --damp 0.05 --block 8 --out '" +
+                        dir.file("q") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json::Value report = json::parse(slurp(dir.file("q/report.json")));
+  EXPECT_EQ(report.at("method").as_string(), "gptq");
+  EXPECT_LE(report.at("loss").as_number(), report.at("loss_rtn").as_number());
+  r = run_cli(common + " --act-order --out '" + dir.file("q2") + "'");  // needs static groups
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("static"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace qround::testing
