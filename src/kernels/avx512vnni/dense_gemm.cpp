@@ -92,7 +92,7 @@ void gemm_sub(typename K::T* c, std::ptrdiff_t ldc, const typename K::T* a, std:
   using T = typename K::T;
   using M = typename K::M;
   constexpr std::ptrdiff_t kNr = kNv * K::kLanes;
-  constexpr std::ptrdiff_t kMc = 64;  // rows per packed A block
+  constexpr std::ptrdiff_t kMc = 128;  // rows per packed A block (the factorisation's tiles)
   using TileFn = void (*)(T*, std::ptrdiff_t, const T*, std::ptrdiff_t, const T*, std::ptrdiff_t,
                           std::ptrdiff_t, const M*);
   // One register tile per row count of the last, partial row tile.
