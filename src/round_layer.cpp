@@ -8,6 +8,7 @@
 
 #include "qround/adaround.hpp"
 #include "qround/flexround.hpp"
+#include "qround/gptq.hpp"
 #include "qround/nearest.hpp"
 #include "qround/nupes.hpp"
 #ifdef _OPENMP
@@ -18,18 +19,23 @@ namespace qround {
 
 const char* to_string(Method m) {
   switch (m) {
-    case Method::kNearest: return "nearest";
-    case Method::kAdaRound: return "adaround";
-    case Method::kFlexRound: return "flexround";
-    case Method::kNupes: return "nupes";
-    case Method::kGptq: return "gptq";
+    case Method::kNearest:
+      return "nearest";
+    case Method::kAdaRound:
+      return "adaround";
+    case Method::kFlexRound:
+      return "flexround";
+    case Method::kNupes:
+      return "nupes";
+    case Method::kGptq:
+      return "gptq";
   }
   return "?";
 }
 
 std::vector<Method> available_methods() {
   // Methods are listed here once they are implemented and registered in round_layer() below.
-  return {Method::kNearest, Method::kAdaRound, Method::kFlexRound, Method::kNupes};
+  return {Method::kNearest, Method::kGptq, Method::kAdaRound, Method::kFlexRound, Method::kNupes};
 }
 
 Method parse_method(const std::string& name) {
@@ -95,6 +101,7 @@ void ParamReader::finish() const {
 }  // namespace detail
 
 namespace {
+
 // FlexRound and NUPES optimise the Hessian-form loss only (no minibatch mode yet).
 void require_hessian_mode(detail::ParamReader& params, const char* method) {
   const std::string mode = params.get_string("mode", "hessian");
@@ -102,29 +109,41 @@ void require_hessian_mode(detail::ParamReader& params, const char* method) {
     throw InvalidArgument(fmt::format("{}: mode '{}' is not supported: expected hessian", method,
                                       mode));
 }
-}  // namespace
 
-QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions& options,
-                           const ProgressFn& progress) {
+// RoundLayerOptions turned into the chosen method's typed options, parsed and validated: every
+// mistake in the settings surfaces here, before any work is done.
+struct PreparedCall {
+  Method method = Method::kNearest;
+  GridSpec grid;
+  AdaRoundOptions adaround;
+  FlexRoundOptions flexround;
+  NupesOptions nupes;
+  GptqOptions gptq;
+};
+
+PreparedCall prepare(const RoundLayerOptions& options) {
   options.grid.validate();
   if (options.threads < 0)
     throw InvalidArgument(fmt::format("threads = {} must be >= 0", options.threads));
-#ifdef _OPENMP
-  const int saved_threads = omp_get_max_threads();
-  if (options.threads > 0) omp_set_num_threads(options.threads);
-  struct Restore {
-    int n;
-    ~Restore() { omp_set_num_threads(n); }
-  } restore{saved_threads};
-#endif
+  PreparedCall call;
+  call.method = options.method;
+  call.grid = options.grid;
   detail::ParamReader params(options.params, to_string(options.method));
   switch (options.method) {
-    case Method::kNearest: {
-      params.finish();
-      return round_to_nearest(problem, options.grid);
+    case Method::kNearest:
+      break;
+    case Method::kGptq: {
+      GptqOptions& o = call.gptq;
+      o.threads = options.threads;
+      o.act_order = params.get_bool("act-order", o.act_order);
+      o.static_groups = params.get_bool("static-groups", o.static_groups);
+      o.damp = params.get_double("damp", o.damp);
+      o.block = params.get_int("block", static_cast<int>(o.block));
+      o.validate();
+      break;
     }
     case Method::kAdaRound: {
-      AdaRoundOptions o;
+      AdaRoundOptions& o = call.adaround;
       if (options.iterations >= 0) o.iterations = options.iterations;
       o.seed = options.seed;
       o.threads = options.threads;
@@ -139,11 +158,11 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
       o.beta_end = params.get_double("beta-end", o.beta_end);
       o.warm_start = params.get_double("warm-start", o.warm_start);
       o.loss_interval = params.get_int("loss-interval", o.loss_interval);
-      params.finish();
-      return adaround(problem, options.grid, o, progress);
+      o.validate();
+      break;
     }
     case Method::kFlexRound: {
-      FlexRoundOptions o;
+      FlexRoundOptions& o = call.flexround;
       if (options.iterations >= 0) o.iterations = options.iterations;
       o.threads = options.threads;
       o.lr = params.get_double("lr", o.lr);
@@ -151,11 +170,11 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
       o.learn_s1 = params.get_bool("learn-s1", o.learn_s1);
       o.keep_best = params.get_bool("keep-best", o.keep_best);
       require_hessian_mode(params, "flexround");
-      params.finish();
-      return flexround(problem, options.grid, o, progress);
+      o.validate();
+      break;
     }
     case Method::kNupes: {
-      NupesOptions o;
+      NupesOptions& o = call.nupes;
       if (options.iterations >= 0) o.iterations = options.iterations;
       o.threads = options.threads;
       o.per_row_exponent = params.get_bool("per-row-exponent", o.per_row_exponent);
@@ -171,19 +190,49 @@ QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions&
       o.exponent_clip = params.get_double("exponent-clip", o.exponent_clip);
       o.keep_best = params.get_bool("keep-best", o.keep_best);
       require_hessian_mode(params, "nupes");
-      params.finish();
+      o.validate();
       // NUPES grids are symmetric (the power function is odd): an asymmetric request (the CLI's
       // default) gets the symmetric grid of the same bits and granularity, said in the report.
-      GridSpec spec = options.grid;
-      spec.symmetric = true;
-      QuantizedLayer q = nupes(problem, spec, o, progress);
+      call.grid.symmetric = true;
+      call.grid.validate();
+      break;
+    }
+  }
+  params.finish();
+  return call;
+}
+
+}  // namespace
+
+void validate(const RoundLayerOptions& options) { prepare(options); }
+
+QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions& options,
+                           const ProgressFn& progress) {
+  const PreparedCall call = prepare(options);
+#ifdef _OPENMP
+  const int saved_threads = omp_get_max_threads();
+  if (options.threads > 0) omp_set_num_threads(options.threads);
+  struct Restore {
+    int n;
+    ~Restore() { omp_set_num_threads(n); }
+  } restore{saved_threads};
+#endif
+  switch (call.method) {
+    case Method::kNearest:
+      return round_to_nearest(problem, call.grid);
+    case Method::kGptq:
+      return gptq(problem, call.grid, call.gptq, progress);
+    case Method::kAdaRound:
+      return adaround(problem, call.grid, call.adaround, progress);
+    case Method::kFlexRound:
+      return flexround(problem, call.grid, call.flexround, progress);
+    case Method::kNupes: {
+      QuantizedLayer q = nupes(problem, call.grid, call.nupes, progress);
       if (!options.grid.symmetric)
         q.report.notes.push_back("nupes grids are symmetric: the asymmetric grid request was "
                                  "replaced by the symmetric grid of the same bits and groups");
       return q;
     }
-    default:
-      break;
   }
   throw InvalidArgument(fmt::format("method {} is not available in this build",
                                     to_string(options.method)));

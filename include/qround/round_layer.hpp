@@ -33,6 +33,9 @@ struct RoundLayerOptions {
 
 QuantizedLayer round_layer(const LayerProblem& problem, const RoundLayerOptions& options,
                            const ProgressFn& progress = {});
+// Parses and validates the options (grid, threads, the method's settings) without running
+// anything; throws InvalidArgument exactly as round_layer() would.
+void validate(const RoundLayerOptions& options);
 
 namespace detail {
 // Typed access to RoundLayerOptions::params for the methods' option adapters.

@@ -74,6 +74,11 @@ int run_quantize(int argc, char** argv) {
   const bool quiet = args.take_flag("quiet");
   options.params = args.take_rest();
   if (inputs.empty()) throw UsageError("missing required option --inputs");
+  try {
+    validate(options);  // bad method settings are usage errors, found before any file is read
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
   if (!targets.empty() && targets.size() != inputs.size())
     throw UsageError(fmt::format("{} --target-inputs for {} --inputs: give one per batch",
                                  targets.size(), inputs.size()));

@@ -7,6 +7,7 @@ namespace qround::cli {
 int run_info(int argc, char** argv);
 int run_quantize(int argc, char** argv);
 int run_demo(int argc, char** argv);
+int run_plan(int argc, char** argv);
 int run_check(int argc, char** argv);
 
 }  // namespace qround::cli

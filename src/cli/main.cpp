@@ -20,6 +20,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"info", qround::cli::run_info, "version, SIMD paths compiled and detected, threads"},
     {"quantize", qround::cli::run_quantize, "round one layer's weights with a chosen method"},
+    {"plan", qround::cli::run_plan, "choose bits per layer: the Pareto front of size vs loss"},
     {"demo", qround::cli::run_demo, "every method at 4, 3 and 2 bits on an LLM-like layer"},
     {"check", qround::cli::run_check, "run the packed int8/int4 kernel against the simulation"},
 };
