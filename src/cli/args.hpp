@@ -1,0 +1,52 @@
+// A small command-line parser for the qround tool: `--key value`, `--key=value` and bare
+// `--flag`s. A command takes the options it knows; whatever is left can be handed on (method
+// settings) or rejected as a usage error.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace qround::cli {
+
+// Wrong usage: unknown option, missing or malformed value. Exit code 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Args {
+ public:
+  Args(int argc, char** argv);
+
+  // The value of --name (the last one if repeated), or nullopt if absent.
+  std::optional<std::string> take(const std::string& name);
+  // Every value of a repeatable --name, in order.
+  std::vector<std::string> take_all(const std::string& name);
+  // Whether the bare --name was given (a value after it is a usage error).
+  bool take_flag(const std::string& name);
+  std::string take_required(const std::string& name);
+  int take_int(const std::string& name, int fallback, int lo, int hi);
+  double take_double(const std::string& name, double fallback);
+  // Options nobody took yet, by name (a bare flag maps to ""), and forget them.
+  std::map<std::string, std::string> take_rest();
+  // Throws UsageError naming the first option nobody took.
+  void finish() const;
+
+ private:
+  struct Option {
+    std::string name;
+    std::optional<std::string> value;
+    bool taken = false;
+  };
+  std::vector<Option> options_;
+};
+
+}  // namespace qround::cli
+
+namespace qround::cli {
+// True when the arguments ask for help (--help or -h anywhere).
+bool wants_help(int argc, char** argv);
+}  // namespace qround::cli

@@ -1,0 +1,132 @@
+// `qround quantize`: one layer, one method. Reads the weights and calibration inputs from .npy,
+// rounds, and writes codes / scales / zero points / dequantized weights / a JSON report into a
+// directory — all or nothing (written into a temporary sibling, then renamed into place).
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <string>
+
+#include "args.hpp"
+#include "commands.hpp"
+#include "output_dir.hpp"
+#include "progress.hpp"
+#include "qround/io/json.hpp"
+#include "qround/io/npy.hpp"
+#include "qround/round_layer.hpp"
+#include "qround/io/report.hpp"
+
+namespace qround::cli {
+
+namespace {
+
+constexpr const char* kHelp = R"(usage: qround quantize --weights W.npy --inputs X.npy [--inputs X2.npy ...]
+                       [--target-inputs XF.npy ...] --bits B [--group-size G] [--symmetric]
+                       [--scale-search minmax|mse|hessian] [--method M] [--iterations N]
+                       [--seed S] [--threads T] [--quiet] --out DIR [method options]
+
+  --weights        float weights, out × in (.npy f32/f16/f64)
+  --inputs         calibration inputs the layer sees, tokens × in; repeat for more batches
+  --target-inputs  inputs the float layer saw (asymmetric target), one per --inputs batch
+  --bits           2..8 (default 4)
+  --group-size     inputs sharing a scale; 0 = per row (default 128)
+  --symmetric      symmetric grid (default asymmetric with zero points)
+  --scale-search   minmax (default), mse, hessian
+  --method         rounding method (default nearest; `qround info` lists them)
+  --out            output directory: dequant.npy, codes.npy, scales.npy, zeros.npy, report.json
+
+Other --key value options are method settings (e.g. --lambda 0.01 for adaround); a setting the
+method does not know is an error. Exit codes: 0 ok, 1 runtime error, 2 usage error.
+)";
+
+}  // namespace
+
+int run_quantize(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    fmt::print("{}", kHelp);
+    return 0;
+  }
+  Args args(argc, argv);
+  const std::string weights_path = args.take_required("weights");
+  const std::vector<std::string> inputs = args.take_all("inputs");
+  const std::vector<std::string> targets = args.take_all("target-inputs");
+  RoundLayerOptions options;
+  const int bits = args.take_int("bits", 4, 2, 8);
+  const int group_size = args.take_int("group-size", 128, 0, 1 << 30);
+  const bool symmetric = args.take_flag("symmetric");
+  options.grid = GridSpec::with_group_size(bits, group_size, symmetric);
+  if (auto s = args.take("scale-search")) {
+    try {
+      options.grid.search = parse_scale_search(*s);
+    } catch (const InvalidArgument& e) {
+      throw UsageError(e.what());
+    }
+  }
+  const std::string method = args.take("method").value_or("nearest");
+  try {
+    options.method = parse_method(method);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
+  options.iterations = args.take_int("iterations", -1, -1, 1 << 30);
+  options.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
+  options.threads = args.take_int("threads", 0, 0, 4096);
+  const std::string out_dir = args.take_required("out");
+  const bool quiet = args.take_flag("quiet");
+  options.params = args.take_rest();
+  if (inputs.empty()) throw UsageError("missing required option --inputs");
+  if (!targets.empty() && targets.size() != inputs.size())
+    throw UsageError(fmt::format("{} --target-inputs for {} --inputs: give one per batch",
+                                 targets.size(), inputs.size()));
+
+  const MatrixF weights = io::load_npy_f32(weights_path);
+  LayerProblemOptions problem_options;
+  const auto mode = options.params.find("mode");
+  problem_options.retain_activations =
+      mode != options.params.end() && mode->second == "minibatch";
+  LayerProblem problem(weights, problem_options);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const MatrixF x = io::load_npy_f32(inputs[i]);
+    if (x.cols() != weights.cols())
+      throw InvalidArgument(fmt::format("{} is {}×{} but the weights have {} inputs (expected "
+                                        "tokens × {})",
+                                        inputs[i], x.rows(), x.cols(), weights.cols(),
+                                        weights.cols()));
+    if (targets.empty()) {
+      problem.add_batch(x);
+    } else {
+      const MatrixF xf = io::load_npy_f32(targets[i]);
+      problem.add_batch(x, xf);
+    }
+  }
+
+  ProgressBar bar(quiet);
+  const QuantizedLayer q = round_layer(problem, options, bar.callback());
+  bar.finish();
+
+  json::Value report = io::to_json(q.report);
+  report.set("rows", static_cast<long long>(weights.rows()));
+  report.set("cols", static_cast<long long>(weights.cols()));
+  report.set("tokens", static_cast<long long>(problem.tokens()));
+
+  OutputDir out(out_dir);
+  io::save_npy(out.path("dequant.npy"), q.dequantized());
+  io::save_npy(out.path("codes.npy"), q.codes);
+  io::save_npy(out.path("scales.npy"), q.grid.scales);
+  io::save_npy(out.path("zeros.npy"), q.grid.zeros);
+  if (!q.grid.is_uniform()) {
+    MatrixF exponent = q.grid.exponent.transpose();
+    io::save_npy(out.path("exponent.npy"), exponent);
+  }
+  out.write_text("report.json", json::dump(report) + "\n");
+  out.commit();
+
+  if (!quiet)
+    fmt::print("{} {}-bit ({}): relative loss {:.6g} (RTN {:.6g}), {} iterations, {:.2f} s -> {}\n",
+               q.report.method, bits, group_size == 0 ? std::string("per row")
+                                                      : fmt::format("group {}", group_size),
+               q.report.relative_loss, q.report.relative_loss_rtn, q.report.iterations,
+               q.report.seconds, out_dir);
+  return 0;
+}
+
+}  // namespace qround::cli
