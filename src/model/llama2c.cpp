@@ -10,6 +10,7 @@
 #include <omp.h>
 #endif
 #include "qround/error.hpp"
+#include "qround/qgemm.hpp"
 
 namespace qround::model {
 namespace {
@@ -197,6 +198,8 @@ Llama2cModel::Llama2cModel(Llama2cConfig config, Llama2cWeights weights)
   if (!c.shared_classifier)
     expect("classifier", weights_.classifier.rows(), weights_.classifier.cols(), c.vocab_size,
            c.dim);
+  packed_.resize(num_linear());
+  compute_.assign(num_linear(), PackedCompute::kInteger);
   // RoPE angles as llama2.c computes them (float): pos · θ^(−2j/head_size) for pair j.
   const int half = c.head_size() / 2;
   rope_cos_.resize(c.seq_len, half);
@@ -231,6 +234,20 @@ void Llama2cModel::set_linear(int index, const MatrixFRef& w) {
                                       linear_name(index), w.rows(), w.cols(), old.rows(),
                                       old.cols()));
   weights_.blocks[index / kLinearsPerBlock].linear[index % kLinearsPerBlock] = w;
+  packed_[index].reset();
+}
+
+void Llama2cModel::set_linear_packed(int index, std::shared_ptr<const PackedMatrix> packed,
+                                     PackedCompute compute) {
+  if (!packed) throw InvalidArgument(fmt::format("{}: packed matrix is null", linear_name(index)));
+  set_linear(index, packed->dequantized());
+  packed_[index] = std::move(packed);
+  compute_[index] = compute;
+}
+
+const PackedMatrix* Llama2cModel::packed_linear(int index) const {
+  linear(index);  // range check
+  return packed_[index].get();
 }
 
 MatrixF Llama2cModel::forward(const std::vector<int>& tokens, const LinearInputFn& observe) const {
@@ -267,7 +284,12 @@ MatrixF Llama2cModel::forward(const std::vector<int>& tokens, const LinearInputF
       const int k = static_cast<int>(which);
       if (observe && !single_threaded.with_caller_threads([&] { return observe(base + k, in); }))
         return false;
-      out.noalias() = in * b.linear[k].transpose();
+      if (const PackedMatrix* p = packed_[base + k].get()) {
+        out = compute_[base + k] == PackedCompute::kInteger && p->is_uniform() ? qgemm(*p, in)
+                                                                               : qgemm_float(*p, in);
+      } else {
+        out.noalias() = in * b.linear[k].transpose();
+      }
       return true;
     };
     MatrixF xb = rms_norm(x, b.rms_att), q, k, v, att(T, c.dim), o;

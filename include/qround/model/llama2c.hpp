@@ -14,9 +14,11 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "qround/packed.hpp"
 #include "qround/types.hpp"
 
 namespace qround::model {
@@ -48,6 +50,13 @@ struct Llama2cWeights {
   MatrixF classifier;  // vocab × dim; empty when tied to token_embedding
 };
 
+// How a packed linear layer is computed in the forward pass.
+enum class PackedCompute {
+  kInteger,           // qgemm: int8 activations per token, exact int32 accumulation (W4A8/W8A8);
+                      // non-uniform (NUPES) grids fall back to kFloatActivations
+  kFloatActivations,  // qgemm_float: weights dequantized on the fly, f32 activations
+};
+
 // Called with the input (tokens × in) of linear layer `index` = block * 7 + BlockLinear just before
 // it is applied. Returning false stops the forward pass early (the caller has what it needs).
 using LinearInputFn = std::function<bool(int index, const MatrixFRef& x)>;
@@ -65,8 +74,14 @@ class Llama2cModel {
   // "layers.3.w2" style names, as in --dump-dequant.
   std::string linear_name(int index) const;
   const MatrixF& linear(int index) const;
-  // Replaces the weights a linear layer computes with (same shape).
+  // Replaces the weights a linear layer computes with (same shape); drops any packed form.
   void set_linear(int index, const MatrixFRef& w);
+  // From now on the layer computes through the packed kernels; linear(index) becomes the
+  // dequantized weights.
+  void set_linear_packed(int index, std::shared_ptr<const PackedMatrix> packed,
+                         PackedCompute compute = PackedCompute::kInteger);
+  // The packed form of a layer, or nullptr while it computes in float.
+  const PackedMatrix* packed_linear(int index) const;
 
   // Logits (tokens × vocab) for a window of at most seq_len tokens at positions 0..n−1, processed
   // at once with a causal mask. `observe` (optional) sees every linear layer's input; if it
@@ -76,6 +91,8 @@ class Llama2cModel {
  private:
   Llama2cConfig config_;
   Llama2cWeights weights_;
+  std::vector<std::shared_ptr<const PackedMatrix>> packed_;  // per linear layer, may be null
+  std::vector<PackedCompute> compute_;
   MatrixF rope_cos_, rope_sin_;  // seq_len × head_size/2
 };
 
