@@ -99,23 +99,25 @@ TEST(Pipeline, SequentialCalibrationSeesTheQuantizedUpstream) {
   const double expect_seq = plain_loss(x_quant, x_quant, model.float_[2], c_hat);
   EXPECT_NEAR(seq.layers[2].quantized.report.loss, expect_seq, 1e-6 * expect_seq);
 
-  // One-shot: C's statistics come from the float model, so its loss differs.
-  ToyModel one_shot_model(3);
-  SequentialOptions one = rtn(2);
-  one.sequential = false;
-  const ModelQuantization oneshot = quantize_model(one_shot_model, one);
+  // C's reported loss in a fresh toy model quantized with the given calibration mode.
+  auto c_loss = [](bool sequential, bool asymmetric, int* runs) {
+    ToyModel fresh(3);
+    SequentialOptions o = rtn(2);
+    o.sequential = sequential;
+    o.asymmetric_target = asymmetric;
+    const double loss = quantize_model(fresh, o).layers[2].quantized.report.loss;
+    *runs = fresh.runs;
+    return loss;
+  };
+  int runs = 0;
+  // One-shot: C's statistics come from the float model (one pass per batch), so its loss differs.
   const double expect_one = plain_loss(x_float, x_float, model.float_[2], c_hat);
-  EXPECT_NEAR(oneshot.layers[2].quantized.report.loss, expect_one, 1e-6 * expect_one);
+  EXPECT_NEAR(c_loss(false, false, &runs), expect_one, 1e-6 * expect_one);
   EXPECT_GT(std::abs(expect_seq - expect_one), 1e-3 * expect_one);
-  EXPECT_EQ(one_shot_model.runs, 3);  // one pass per batch
-
+  EXPECT_EQ(runs, 3);
   // Asymmetric target: ‖X Wᵀ − X̃ Ŵᵀ‖² with X from the float model.
-  ToyModel asym_model(3);
-  SequentialOptions asym = rtn(2);
-  asym.asymmetric_target = true;
-  const ModelQuantization a = quantize_model(asym_model, asym);
   const double expect_asym = plain_loss(x_float, x_quant, model.float_[2], c_hat);
-  EXPECT_NEAR(a.layers[2].quantized.report.loss, expect_asym, 1e-6 * expect_asym);
+  EXPECT_NEAR(c_loss(true, true, &runs), expect_asym, 1e-6 * expect_asym);
 }
 
 TEST(Pipeline, ProgressAndCancellationRestoreTheModel) {
