@@ -1,10 +1,6 @@
 #include "file_bytes.hpp"
 
 #include <fmt/format.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
 #include <fstream>
 
 namespace qround::io_detail {
@@ -23,26 +19,6 @@ std::vector<unsigned char> read_file_bytes(const std::string& path, const char* 
   if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
     throw IoError(fmt::format("cannot read {} '{}'", what, path));
   return bytes;
-}
-
-void write_file_atomically(const std::string& path, const void* data, std::size_t size) {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, static_cast<long>(::getpid()));
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw IoError(fmt::format("cannot create '{}'", tmp));
-    out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
-    out.flush();
-    if (!out) {
-      out.close();
-      std::remove(tmp.c_str());
-      throw IoError(fmt::format("cannot write {} bytes to '{}'", size, tmp));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw IoError(fmt::format("cannot rename '{}' to '{}' (errno {})", tmp, path, err));
-  }
 }
 
 void ByteCursor::require(std::size_t n, const char* field) const {

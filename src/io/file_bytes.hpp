@@ -1,5 +1,5 @@
-// Internal helpers for the binary parsers: read a whole file with a size cap, read typed values
-// from it with bounds checks, and write a file atomically (temporary name, then rename).
+// Internal helpers for the binary parsers: read a whole file with a size cap and read typed values
+// from it with bounds checks.
 #pragma once
 
 #include <cstdint>
@@ -15,9 +15,6 @@ namespace qround::io_detail {
 // larger than `max_bytes`.
 std::vector<unsigned char> read_file_bytes(const std::string& path, const char* what,
                                            std::uint64_t max_bytes);
-
-// Writes `bytes` to `path` through `path.tmp.<pid>` + rename, so readers never see a half file.
-void write_file_atomically(const std::string& path, const void* data, std::size_t size);
 
 // Sequential little-endian reader over a byte buffer; every read is bounds-checked.
 class ByteCursor {
