@@ -270,18 +270,9 @@ void SafetensorsWriter::write(const std::string& path) const {
 
 namespace {
 
-const char* granularity_name(Granularity g) {
-  switch (g) {
-    case Granularity::kPerTensor: return "tensor";
-    case Granularity::kPerRow: return "row";
-    case Granularity::kPerGroup: return "group";
-  }
-  return "?";
-}
-
 Granularity parse_granularity(const std::string& s, const std::string& what) {
   for (auto g : {Granularity::kPerTensor, Granularity::kPerRow, Granularity::kPerGroup})
-    if (s == granularity_name(g)) return g;
+    if (s == to_string(g)) return g;
   throw IoError(fmt::format("{}: unknown granularity '{}'", what, s));
 }
 
@@ -332,7 +323,7 @@ void save_quantized(const std::string& path, const std::vector<NamedPackedLayer>
     m.set("method", l.method);
     m.set("bits", g.bits);
     m.set("group_size", static_cast<long long>(g.group_size));
-    m.set("granularity", granularity_name(g.granularity));
+    m.set("granularity", to_string(g.granularity));
     m.set("symmetric", g.symmetric);
     m.set("restricted", g.restricted);
     m.set("nupes", !g.is_uniform());
