@@ -1,21 +1,22 @@
-// Locating the real model data for the model tests: $QROUND_DATA_DIR, else the compile-time
-// default (<repo>/../shared/data), else the same one level further up (a worktree in <root>/wt/X).
+// Locating stories260K.bin + tok512.bin for the model tests: the shared data directory
+// (test_helpers.hpp), else the same one level further up (a worktree in <root>/wt/NAME).
 #pragma once
 
-#include <cstdlib>
 #include <fstream>
 #include <string>
+
+#include "test_helpers.hpp"
 
 namespace qround::test {
 
 inline std::string model_data_dir() {
   auto has_model = [](const std::string& dir) {
-    return std::ifstream(dir + "/stories260K.bin").good() && std::ifstream(dir + "/tok512.bin").good();
+    return std::ifstream(dir + "/stories260K.bin").good() &&
+           std::ifstream(dir + "/tok512.bin").good();
   };
-  if (const char* env = std::getenv("QROUND_DATA_DIR"); env && has_model(env)) return env;
-  const std::string base = QROUND_DEFAULT_DATA_DIR;
+  const std::string base = ::qround::testing::data_dir().string();
   if (has_model(base)) return base;
-  const std::string up = base + "/../../../shared/data";
+  const std::string up = base + "/../../shared/data";
   if (has_model(up)) return up;
   return {};
 }

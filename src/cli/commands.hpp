@@ -7,5 +7,7 @@ namespace qround::cli {
 int run_info(int argc, char** argv);
 int run_quantize(int argc, char** argv);
 int run_demo(int argc, char** argv);
+int run_model(int argc, char** argv);
+int run_generate(int argc, char** argv);
 
 }  // namespace qround::cli
