@@ -7,6 +7,11 @@
 namespace qround {
 namespace {
 
+// "--model … --tokenizer …" for the shared data directory.
+std::string model_flags(const std::string& dir) {
+  return "--model '" + dir + "/stories260K.bin' --tokenizer '" + dir + "/tok512.bin'";
+}
+
 using ::qround::testing::run_cli;
 using ::qround::testing::TempDir;
 
@@ -15,8 +20,7 @@ using ::qround::testing::TempDir;
 TEST(CliModel, QuantizesWritesAndGenerates) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   TempDir tmp;
-  const std::string files = "--model '" + dir + "/stories260K.bin' --tokenizer '" + dir +
-                            "/tok512.bin'";
+  const std::string files = model_flags(dir);
   const std::string text = "'" + dir + "/tinystories_train_head.txt'";
   const std::string out = tmp.file("m.safetensors"), dump = tmp.file("dequant");
   const auto r = run_cli("model " + files + " --calib " + text + " --calib-tokens 511 --eval " +
@@ -39,8 +43,7 @@ TEST(CliModel, QuantizesWritesAndGenerates) {
 TEST(CliModel, UsageAndRuntimeErrors) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   TempDir tmp;
-  const std::string files = "--model '" + dir + "/stories260K.bin' --tokenizer '" + dir +
-                            "/tok512.bin'";
+  const std::string files = model_flags(dir);
   const std::string text = "'" + dir + "/tinystories_train_head.txt'";
   EXPECT_EQ(run_cli("model --tokenizer x --calib y --eval z").exit_code, 2);
   EXPECT_EQ(run_cli("model " + files + " --calib " + text + " --eval " + text + " --bits 9")

@@ -33,8 +33,7 @@ int run_generate(int argc, char** argv) {
     return 0;
   }
   Args args(argc, argv);
-  const std::string model_path = args.take_required("model");
-  const std::string tokenizer_path = args.take_required("tokenizer");
+  const ModelPaths paths = take_model_paths(args);
   const auto quantized_path = args.take("quantized");
   const std::string prompt = args.take("prompt").value_or("");
   model::SampleOptions options;
@@ -50,7 +49,7 @@ int run_generate(int argc, char** argv) {
     throw UsageError(e.what());
   }
 
-  auto files = load_model_files(model_path, tokenizer_path);
+  auto files = load_model_files(paths);
   if (quantized_path) {
     auto layers = io::load_quantized(*quantized_path);
     for (auto& l : layers) {
@@ -59,7 +58,7 @@ int run_generate(int argc, char** argv) {
         if (files.model.linear_name(i) == l.name) index = i;
       if (index < 0)
         throw IoError(fmt::format("'{}' holds layer '{}', which {} does not have",
-                                  *quantized_path, l.name, model_path));
+                                  *quantized_path, l.name, paths.model));
       const MatrixF& w = files.model.linear(index);
       if (l.packed.rows() != w.rows() || l.packed.cols() != w.cols())
         throw IoError(fmt::format("'{}': layer '{}' is {}×{}, the model's is {}×{}",

@@ -58,8 +58,7 @@ int run_model(int argc, char** argv) {
     return 0;
   }
   Args args(argc, argv);
-  const std::string model_path = args.take_required("model");
-  const std::string tokenizer_path = args.take_required("tokenizer");
+  const ModelPaths paths = take_model_paths(args);
   const std::string calib_path = args.take_required("calib");
   const std::string eval_path = args.take_required("eval");
   const int calib_tokens = args.take_int("calib-tokens", 4088, 1, 1 << 30);
@@ -94,7 +93,7 @@ int run_model(int argc, char** argv) {
     throw UsageError(e.what());
   }
 
-  auto files = load_model_files(model_path, tokenizer_path);
+  auto files = load_model_files(paths);
   const int seq_len = files.model.config().seq_len;
   const auto calib = model::make_eval_windows(
       files.tokenizer.encode(read_text_file(calib_path)), seq_len, calib_tokens);
@@ -121,7 +120,7 @@ int run_model(int argc, char** argv) {
                        {{"method", to_string(options.round.method)},
                         {"bits", std::to_string(bits)},
                         {"group_size", std::to_string(group_size)},
-                        {"source_model", model_path}});
+                        {"source_model", paths.model}});
   if (dump_dir) {
     OutputDir dir(*dump_dir);
     for (const auto& l : result.layers)

@@ -9,9 +9,16 @@
 
 namespace qround::cli {
 
-LoadedModel load_model_files(const std::string& model_path, const std::string& tokenizer_path) {
-  model::Llama2cModel m = model::Llama2cModel::load(model_path);
-  model::Tokenizer t = model::Tokenizer::load(tokenizer_path, m.config().vocab_size);
+ModelPaths take_model_paths(Args& args) {
+  ModelPaths p;
+  p.model = args.take_required("model");
+  p.tokenizer = args.take_required("tokenizer");
+  return p;
+}
+
+LoadedModel load_model_files(const ModelPaths& paths) {
+  model::Llama2cModel m = model::Llama2cModel::load(paths.model);
+  model::Tokenizer t = model::Tokenizer::load(paths.tokenizer, m.config().vocab_size);
   return {std::move(m), std::move(t)};
 }
 

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "qround/model/llama2c.hpp"
+#include "args.hpp"
 #include "qround/model/tokenizer.hpp"
 
 namespace qround::cli {
@@ -13,8 +14,13 @@ struct LoadedModel {
   model::Tokenizer tokenizer;
 };
 
-// --model / --tokenizer paths → model + tokenizer (vocabulary size from the model header).
-LoadedModel load_model_files(const std::string& model_path, const std::string& tokenizer_path);
+struct ModelPaths {
+  std::string model, tokenizer;
+};
+// Takes the required --model and --tokenizer options.
+ModelPaths take_model_paths(Args& args);
+// Model + tokenizer (vocabulary size from the model header).
+LoadedModel load_model_files(const ModelPaths& paths);
 // A whole text file (IoError if unreadable).
 std::string read_text_file(const std::string& path);
 
