@@ -138,6 +138,8 @@ void require_finite(const MatrixFRef& m, const char* what) {
 
 MatrixI8 quantize(const MatrixFRef& w, const Grid& grid) {
   grid.validate(w.rows(), w.cols());
+  // A NaN would reach the float → int conversion in Grid::code (undefined behaviour).
+  require_finite(w, "weights to quantize");
   MatrixI8 q(w.rows(), w.cols());
   for (Index r = 0; r < w.rows(); ++r)
     for (Index c = 0; c < w.cols(); ++c)

@@ -1,6 +1,7 @@
 #include "qround/nearest.hpp"
 
 #include <chrono>
+#include <limits>
 
 #include "qround/scale_search.hpp"
 
@@ -14,12 +15,19 @@ void fill_report(RoundingReport& report, const LayerProblem& problem, const Quan
       layer.grid.granularity == Granularity::kPerGroup ? layer.grid.group_size : 0;
   report.symmetric = layer.grid.symmetric;
   if (spec) report.scale_search = to_string(spec->search);
-  const MatrixF w_hat = layer.dequantized();
-  report.loss = problem.loss(w_hat);
-  report.relative_loss = problem.relative_loss(w_hat);
-  const MatrixF w_rtn = fake_quant(problem.weights(), layer.grid);
-  report.loss_rtn = problem.loss(w_rtn);
-  report.relative_loss_rtn = problem.relative_loss(w_rtn);
+  // Each loss is one out × in × in product: evaluate it once and derive the relative value from it
+  // (relative_loss() would evaluate it again), and reuse it when the codes are the RTN codes.
+  const double energy = problem.output_energy();
+  auto relative = [energy](double loss) {
+    if (energy > 0.0) return loss / energy;
+    return loss == 0.0 ? 0.0 : std::numeric_limits<double>::infinity();
+  };
+  report.loss = problem.loss(layer.dequantized());
+  report.relative_loss = relative(report.loss);
+  const MatrixI8 rtn_codes = quantize(problem.weights(), layer.grid);
+  report.loss_rtn = rtn_codes == layer.codes ? report.loss
+                                             : problem.loss(dequantize(rtn_codes, layer.grid));
+  report.relative_loss_rtn = relative(report.loss_rtn);
 }
 
 QuantizedLayer round_to_nearest(const LayerProblem& problem, const Grid& grid) {

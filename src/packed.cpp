@@ -1,12 +1,12 @@
 // Packing quantized weights into the canonical kernel layout, and its file format.
 #include "qround/packed.hpp"
 
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
-
-#include <fmt/format.h>
 
 #include "qround/error.hpp"
 
@@ -40,9 +40,12 @@ Slot slot_of(Container c, Index block_bytes, Index row, Index col) {
 
 const char* to_string(Container c) {
   switch (c) {
-    case Container::kAuto: return "auto";
-    case Container::kInt8: return "int8";
-    case Container::kInt4: return "int4";
+    case Container::kAuto:
+      return "auto";
+    case Container::kInt8:
+      return "int8";
+    case Container::kInt4:
+      return "int4";
   }
   return "unknown";
 }
@@ -55,33 +58,36 @@ void PackOptions::validate() const {
 }
 
 Index PackedMatrix::block_bytes() const {
-  return container_ == Container::kInt8 ? kBlockRows * padded_cols_
-                                        : kBlockRows * padded_cols_ / 2;
+  return container_ == Container::kInt8 ? kBlockRows * padded_cols_ : kBlockRows * padded_cols_ / 2;
 }
 
 PackedMatrix::PackedMatrix(const MatrixI8Ref& codes, const Grid& grid, const PackOptions& options) {
   options.validate();
   if (codes.rows() < 1 || codes.cols() < 1)
-    throw InvalidArgument(fmt::format("cannot pack a {}×{} matrix: need at least one row and "
-                                      "one column", codes.rows(), codes.cols()));
+    throw InvalidArgument(
+        fmt::format("cannot pack a {}×{} matrix: need at least one row and "
+                    "one column",
+                    codes.rows(), codes.cols()));
   grid.validate(codes.rows(), codes.cols());
   container_ = options.container != Container::kAuto
                    ? options.container
                    : (grid.bits <= 4 ? Container::kInt4 : Container::kInt8);
   if (container_ == Container::kInt4 && grid.bits > 4)
-    throw InvalidArgument(fmt::format("a {}-bit grid does not fit the int4 container (≤ 4 bits)",
-                                      grid.bits));
+    throw InvalidArgument(
+        fmt::format("a {}-bit grid does not fit the int4 container (≤ 4 bits)", grid.bits));
   const Index step = step_inputs();
   const Index rows = codes.rows(), cols = codes.cols(), groups = grid.groups();
   const Index group = grid.group_size;
   if (groups > 1 && group % step != 0)
     throw InvalidArgument(fmt::format(
         "group size {} is not a multiple of {} inputs, which the {} container needs (use 32, 64, "
-        "128, … or per-row scales)", group, step, to_string(container_)));
+        "128, … or per-row scales)",
+        group, step, to_string(container_)));
   if (std::min(group, cols) > kMaxGroupInputs)
-    throw InvalidArgument(fmt::format("groups of {} inputs could overflow int32 accumulators: at "
-                                      "most {} inputs share one scale", std::min(group, cols),
-                                      kMaxGroupInputs));
+    throw InvalidArgument(
+        fmt::format("groups of {} inputs could overflow int32 accumulators: at "
+                    "most {} inputs share one scale",
+                    std::min(group, cols), kMaxGroupInputs));
   grid_ = grid;
   padded_cols_ = round_up(cols, step);
   blocks_ = (rows + kBlockRows - 1) / kBlockRows;
@@ -104,8 +110,8 @@ PackedMatrix::PackedMatrix(const MatrixI8Ref& codes, const Grid& grid, const Pac
       const Index g = grid.group_of(c);
       const std::int32_t q = codes(r, c), z = grid.zeros(r, g);
       if (q < grid.qmin() || q > grid.qmax())
-        throw InvalidArgument(fmt::format("code {} at ({}, {}) is outside the grid [{}, {}]", q,
-                                          r, c, grid.qmin(), grid.qmax()));
+        throw InvalidArgument(fmt::format("code {} at ({}, {}) is outside the grid [{}, {}]", q, r,
+                                          c, grid.qmin(), grid.qmax()));
       const std::int32_t d = q - z;
       const Slot s = slot_of(container_, bb, r, c);
       const std::size_t at = static_cast<std::size_t>((block * groups + g) * kBlockRows + rr);
@@ -113,8 +119,8 @@ PackedMatrix::PackedMatrix(const MatrixI8Ref& codes, const Grid& grid, const Pac
         if (d < -127 || d > 127)
           throw InvalidArgument(fmt::format(
               "weight ({}, {}): code {} − zero point {} = {} does not fit the int8 container "
-              "[−127, 127] (quantize 8-bit symmetric grids with restricted = true)", r, c, q, z,
-              d));
+              "[−127, 127] (quantize 8-bit symmetric grids with restricted = true)",
+              r, c, q, z, d));
         weights_[static_cast<std::size_t>(s.byte)] = static_cast<std::uint8_t>(d & 0xFF);
       } else {
         const std::int32_t n = grid.symmetric ? q + 8 : q;  // in [0, 15] since bits ≤ 4
@@ -131,8 +137,8 @@ std::int32_t PackedMatrix::weight(Index row, Index col) const {
   const std::uint8_t byte = weights_[static_cast<std::size_t>(s.byte)];
   if (container_ == Container::kInt8) return static_cast<std::int8_t>(byte);
   const std::int32_t n = (byte >> (4 * s.nibble)) & 0xF;
-  const Index at = ((row / kBlockRows) * groups() + grid_.group_of(col)) * kBlockRows +
-                   row % kBlockRows;
+  const Index at =
+      ((row / kBlockRows) * groups() + grid_.group_of(col)) * kBlockRows + row % kBlockRows;
   return n - offsets_[static_cast<std::size_t>(at)];
 }
 
@@ -165,7 +171,9 @@ constexpr std::int64_t kMaxDim = std::int64_t{1} << 28;
 class Writer {
  public:
   template <typename T>
-  void put(const T& v) { put_bytes(&v, sizeof(T)); }
+  void put(const T& v) {
+    put_bytes(&v, sizeof(T));
+  }
   void put_bytes(const void* p, std::size_t n) {
     const auto* b = static_cast<const char*>(p);
     buf_.insert(buf_.end(), b, b + n);
@@ -187,8 +195,10 @@ class Reader {
   }
   void get_bytes(void* p, std::size_t n, const char* what) {
     if (n > buf_.size() - pos_)
-      throw IoError(fmt::format("{}: truncated packed file: {} needs {} bytes at offset {}, file "
-                                "has {}", path_, what, n, pos_, buf_.size()));
+      throw IoError(
+          fmt::format("{}: truncated packed file: {} needs {} bytes at offset {}, file "
+                      "has {}",
+                      path_, what, n, pos_, buf_.size()));
     std::memcpy(p, buf_.data() + pos_, n);
     pos_ += n;
   }
@@ -208,8 +218,8 @@ void PackedMatrix::save(const std::string& path) const {
   w.put<std::uint32_t>(kVersion);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(container_));
   w.put<std::uint32_t>(static_cast<std::uint32_t>(grid_.bits));
-  const std::uint32_t flags = (grid_.symmetric ? 1u : 0u) | (grid_.restricted ? 2u : 0u) |
-                              (grid_.is_uniform() ? 0u : 4u);
+  const std::uint32_t flags =
+      (grid_.symmetric ? 1u : 0u) | (grid_.restricted ? 2u : 0u) | (grid_.is_uniform() ? 0u : 4u);
   w.put<std::uint32_t>(flags);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(grid_.granularity));
   w.put<std::uint32_t>(0);
@@ -265,19 +275,21 @@ PackedMatrix PackedMatrix::load(const std::string& path) {
   if (container != 4 && container != 8)
     throw IoError(fmt::format("{}: container {} is invalid (expected 4 or 8)", path, container));
   if (bits < 2 || bits > 8 || flags > 7 || granularity > 2)
-    throw IoError(fmt::format("{}: invalid header (bits {}, flags {}, granularity {})", path,
-                              bits, flags, granularity));
+    throw IoError(fmt::format("{}: invalid header (bits {}, flags {}, granularity {})", path, bits,
+                              flags, granularity));
   if (rows < 1 || cols < 1 || rows > kMaxDim || cols > kMaxDim || group < 1 || group > cols)
-    throw IoError(fmt::format("{}: invalid shape {}×{} with group size {}", path, rows, cols,
-                              group));
+    throw IoError(
+        fmt::format("{}: invalid shape {}×{} with group size {}", path, rows, cols, group));
   const std::int64_t groups = (cols + group - 1) / group;
   const std::size_t side = static_cast<std::size_t>(rows * groups);
   const bool has_exponent = (flags & 4u) != 0;
   // Everything must fit in what is left of the file before anything large is allocated.
   const std::size_t need = side * 8 + (has_exponent ? static_cast<std::size_t>(rows) * 4 : 0) + 8;
   if (need > rd.remaining())
-    throw IoError(fmt::format("{}: truncated packed file: the grid of a {}×{} matrix needs {} "
-                              "bytes, {} remain", path, rows, cols, need, rd.remaining()));
+    throw IoError(
+        fmt::format("{}: truncated packed file: the grid of a {}×{} matrix needs {} "
+                    "bytes, {} remain",
+                    path, rows, cols, need, rd.remaining()));
   Grid grid;
   grid.bits = static_cast<int>(bits);
   grid.symmetric = (flags & 1u) != 0;
@@ -292,8 +304,7 @@ PackedMatrix PackedMatrix::load(const std::string& path) {
   rd.get_bytes(grid.zeros.data(), side * sizeof(std::int32_t), "zero points");
   if (has_exponent) {
     grid.exponent.resize(rows);
-    rd.get_bytes(grid.exponent.data(), static_cast<std::size_t>(rows) * sizeof(float),
-                 "exponents");
+    rd.get_bytes(grid.exponent.data(), static_cast<std::size_t>(rows) * sizeof(float), "exponents");
   }
   const auto weight_bytes = rd.get<std::uint64_t>("weight byte count");
   if (weight_bytes != rd.remaining())
@@ -324,13 +335,12 @@ PackedMatrix PackedMatrix::load(const std::string& path) {
                                    ? static_cast<std::int8_t>(byte) + z
                                    : ((byte >> (4 * s.nibble)) & 0xF) - (grid.symmetric ? 8 : 0);
         if (q < grid.qmin() || q > grid.qmax())
-          throw InvalidArgument(fmt::format("code {} at ({}, {}) is outside the grid [{}, {}]",
-                                            q, r, c, grid.qmin(), grid.qmax()));
+          throw InvalidArgument(fmt::format("code {} at ({}, {}) is outside the grid [{}, {}]", q,
+                                            r, c, grid.qmin(), grid.qmax()));
         codes(r, c) = static_cast<std::int8_t>(q);
       }
     PackedMatrix packed(codes, grid, PackOptions{raw.container_});
-    if (packed.weights_ != raw.weights_)
-      throw InvalidArgument("padding bytes are not zero");
+    if (packed.weights_ != raw.weights_) throw InvalidArgument("padding bytes are not zero");
     return packed;
   } catch (const InvalidArgument& e) {
     throw IoError(fmt::format("{}: inconsistent packed file: {}", path, e.what()));

@@ -2,20 +2,10 @@
 
 #include <fmt/format.h>
 
-#include "qround/detail/syrk.hpp"
+#include "qround/detail/dense.hpp"
 #include "qround/scale_search.hpp"
 
 namespace qround {
-namespace {
-
-// Tokens converted to double per pass: bounds the temporary to chunk × in doubles.
-constexpr Index kTokenChunk = 1024;
-
-Eigen::MatrixXd to_double(const MatrixFRef& x, Index row0, Index n) {
-  return x.middleRows(row0, n).cast<double>();
-}
-
-}  // namespace
 
 LayerProblem::LayerProblem(const MatrixFRef& weights, LayerProblemOptions options)
     : options_(options), weights_(weights) {
@@ -30,10 +20,9 @@ LayerProblem LayerProblem::from_hessian(const MatrixFRef& weights, const MatrixD
                                         Index tokens) {
   LayerProblem p(weights);
   if (hessian.rows() != p.cols() || hessian.cols() != p.cols())
-    throw InvalidArgument(fmt::format("Hessian is {}×{}, expected {}×{} (in × in)",
-                                      hessian.rows(), hessian.cols(), p.cols(), p.cols()));
-  if (tokens <= 0)
-    throw InvalidArgument(fmt::format("token count {} must be positive", tokens));
+    throw InvalidArgument(fmt::format("Hessian is {}×{}, expected {}×{} (in × in)", hessian.rows(),
+                                      hessian.cols(), p.cols(), p.cols()));
+  if (tokens <= 0) throw InvalidArgument(fmt::format("token count {} must be positive", tokens));
   for (Index i = 0; i < hessian.rows(); ++i)
     for (Index j = 0; j < hessian.cols(); ++j) {
       if (!std::isfinite(hessian(i, j)))
@@ -43,6 +32,12 @@ LayerProblem LayerProblem::from_hessian(const MatrixFRef& weights, const MatrixD
         throw InvalidArgument(fmt::format("Hessian is not symmetric at ({}, {}): {} vs {}", i, j,
                                           hessian(i, j), hessian(j, i)));
     }
+  for (Index i = 0; i < hessian.rows(); ++i)
+    if (hessian(i, i) < 0.0)
+      throw InvalidArgument(
+          fmt::format("Hessian diagonal ({}, {}) = {} is negative: XᵀX is "
+                      "positive semi-definite",
+                      i, i, hessian(i, i)));
   p.h_ = hessian;
   p.tokens_ = tokens;
   return p;
@@ -56,17 +51,15 @@ void LayerProblem::append_rows(MatrixF& store, const MatrixFRef& x) {
 
 void LayerProblem::add_batch(const MatrixFRef& x) {
   if (has_target_)
-    throw InvalidArgument("this problem has an asymmetric target: add batches as "
-                          "(x_quantized, x_float) pairs");
+    throw InvalidArgument(
+        "this problem has an asymmetric target: add batches as "
+        "(x_quantized, x_float) pairs");
   if (x.cols() != cols())
     throw InvalidArgument(fmt::format("calibration batch is {}×{}, expected tokens × {} (in)",
                                       x.rows(), x.cols(), cols()));
   if (x.rows() == 0) return;
   require_finite(x, "calibration batch");
-  for (Index t = 0; t < x.rows(); t += kTokenChunk) {
-    const Eigen::MatrixXd xd = to_double(x, t, std::min(kTokenChunk, x.rows() - t));
-    detail::accumulate_gram(h_, xd, xd, /*symmetric=*/true);
-  }
+  detail::syrk_accumulate(detail::view(x), h_);
   tokens_ += x.rows();
   if (options_.retain_activations) append_rows(x_retained_, x);
   derived_valid_ = false;
@@ -79,8 +72,9 @@ void LayerProblem::add_batch(const MatrixFRef& x_quantized, const MatrixFRef& x_
         "target batch shapes {}×{} (quantized) and {}×{} (float) must match, with {} inputs",
         x_quantized.rows(), x_quantized.cols(), x_float.rows(), x_float.cols(), cols()));
   if (!has_target_ && tokens_ > 0)
-    throw InvalidArgument("batches without a target were already added: an asymmetric target "
-                          "must be given from the first batch on");
+    throw InvalidArgument(
+        "batches without a target were already added: an asymmetric target "
+        "must be given from the first batch on");
   if (x_quantized.rows() == 0) return;
   require_finite(x_quantized, "calibration batch (quantized inputs)");
   require_finite(x_float, "calibration batch (float inputs)");
@@ -89,14 +83,10 @@ void LayerProblem::add_batch(const MatrixFRef& x_quantized, const MatrixFRef& x_
     c_ = MatrixD::Zero(cols(), cols());
     hxx_ = MatrixD::Zero(cols(), cols());
   }
-  for (Index t = 0; t < x_quantized.rows(); t += kTokenChunk) {
-    const Index n = std::min(kTokenChunk, x_quantized.rows() - t);
-    const Eigen::MatrixXd xq = to_double(x_quantized, t, n);
-    const Eigen::MatrixXd xf = to_double(x_float, t, n);
-    detail::accumulate_gram(h_, xq, xq, true);
-    detail::accumulate_gram(c_, xq, xf, false);
-    detail::accumulate_gram(hxx_, xf, xf, true);
-  }
+  const detail::DenseView xq = detail::view(x_quantized), xf = detail::view(x_float);
+  detail::syrk_accumulate(xq, h_);
+  detail::gemm_accumulate(xq.transposed(), xf, c_);
+  detail::syrk_accumulate(xf, hxx_);
   tokens_ += x_quantized.rows();
   if (options_.retain_activations) {
     append_rows(x_retained_, x_quantized);
@@ -116,8 +106,9 @@ const MatrixD& LayerProblem::target_residual() const {
 
 const MatrixF& LayerProblem::activations() const {
   if (!options_.retain_activations)
-    throw InvalidArgument("activations were not retained: set "
-                          "LayerProblemOptions::retain_activations before adding batches");
+    throw InvalidArgument(
+        "activations were not retained: set "
+        "LayerProblemOptions::retain_activations before adding batches");
   return x_retained_;
 }
 
@@ -128,14 +119,15 @@ const MatrixF& LayerProblem::target_activations() const {
 
 void LayerProblem::require_calibration() const {
   if (tokens_ == 0)
-    throw InvalidArgument("empty calibration: add at least one batch of inputs (tokens × in) "
-                          "before evaluating or rounding");
+    throw InvalidArgument(
+        "empty calibration: add at least one batch of inputs (tokens × in) "
+        "before evaluating or rounding");
 }
 
 void LayerProblem::require_shape(const MatrixFRef& w_hat, const char* what) const {
   if (w_hat.rows() != rows() || w_hat.cols() != cols())
-    throw InvalidArgument(fmt::format("{} is {}×{}, expected {}×{} (out × in)", what,
-                                      w_hat.rows(), w_hat.cols(), rows(), cols()));
+    throw InvalidArgument(fmt::format("{} is {}×{}, expected {}×{} (out × in)", what, w_hat.rows(),
+                                      w_hat.cols(), rows(), cols()));
 }
 
 void LayerProblem::ensure_derived() const {
@@ -143,14 +135,14 @@ void LayerProblem::ensure_derived() const {
   std::lock_guard<std::mutex> lock(*derived_mutex_);
   if (derived_valid_) return;
   const MatrixD w = weights_.cast<double>();
-  const MatrixD wh = w * h_;
+  const detail::DenseView wv = detail::view(weights_);
+  const MatrixD wh = detail::multiply(wv, detail::view(h_));
   if (has_target_) {
-    const MatrixD wct = w * c_.transpose();
-    const MatrixD whxx = w * hxx_;
+    const MatrixD wct = detail::multiply(wv, detail::view(c_).transposed());
+    const MatrixD whxx = detail::multiply(wv, detail::view(hxx_));
     r_ = wh - wct;
-    baseline_rows_ = (w.cwiseProduct(whxx) - 2.0 * w.cwiseProduct(wct) + w.cwiseProduct(wh))
-                         .rowwise()
-                         .sum();
+    baseline_rows_ =
+        (w.cwiseProduct(whxx) - 2.0 * w.cwiseProduct(wct) + w.cwiseProduct(wh)).rowwise().sum();
     energy_ = w.cwiseProduct(whxx).sum();
   } else {
     r_ = MatrixD::Zero(rows(), cols());
@@ -174,10 +166,10 @@ VectorD LayerProblem::row_losses(const MatrixFRef& w_hat) const {
   require_shape(w_hat, "candidate weights");
   ensure_derived();
   const MatrixD delta = w_hat.cast<double>() - weights_.cast<double>();
-  const MatrixD dh = delta * h_;
-  VectorD out(rows());
+  // Δ_i H Δ_iᵀ for every row, without materialising ΔH.
+  VectorD out = detail::rowwise_dot_of_product(detail::view(delta), detail::view(h_), delta);
   for (Index i = 0; i < rows(); ++i)
-    out[i] = dh.row(i).dot(delta.row(i)) + 2.0 * delta.row(i).dot(r_.row(i)) + baseline_rows_[i];
+    out[i] += 2.0 * delta.row(i).dot(r_.row(i)) + baseline_rows_[i];
   return out;
 }
 
@@ -199,9 +191,8 @@ MatrixF LayerProblem::gradient(const MatrixFRef& w_hat) const {
   require_shape(w_hat, "candidate weights");
   ensure_derived();
   const MatrixD delta = w_hat.cast<double>() - weights_.cast<double>();
-  MatrixD g = delta * h_;
-  g += r_;
-  return (2.0 * g).cast<float>();
+  const MatrixD dh = detail::multiply(detail::view(delta), detail::view(h_));
+  return (2.0 * (dh + r_)).cast<float>();  // one pass, no further double temporaries
 }
 
 Grid make_grid(const LayerProblem& problem, const GridSpec& spec) {

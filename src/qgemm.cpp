@@ -2,11 +2,11 @@
 // dispatch to the per-ISA kernels; and the float-activation path.
 #include "qround/qgemm.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "kernels/dispatch.hpp"
 #include "qround/detail/aligned.hpp"
@@ -32,18 +32,21 @@ int thread_count(const QgemmOptions& o) {
 }
 
 void check_inputs(const PackedMatrix& packed, Index x_rows, Index x_cols, const char* what) {
-  if (packed.rows() == 0) throw InvalidArgument(fmt::format("{}: the packed matrix is empty", what));
+  if (packed.rows() == 0)
+    throw InvalidArgument(fmt::format("{}: the packed matrix is empty", what));
   if (x_cols != packed.cols())
-    throw InvalidArgument(fmt::format("{}: activations are {}×{}, expected tokens × {} (the packed "
-                                      "matrix is {}×{})", what, x_rows, x_cols, packed.cols(),
-                                      packed.rows(), packed.cols()));
+    throw InvalidArgument(
+        fmt::format("{}: activations are {}×{}, expected tokens × {} (the packed "
+                    "matrix is {}×{})",
+                    what, x_rows, x_cols, packed.cols(), packed.rows(), packed.cols()));
 }
 
 void require_integer_path(const PackedMatrix& packed, const char* what) {
   if (!packed.is_uniform())
     throw InvalidArgument(fmt::format(
         "{}: the integer path needs a uniform grid, but this one has NUPES exponents (its levels "
-        "are not integers times a scale); use qgemm_float", what));
+        "are not integers times a scale); use qgemm_float",
+        what));
 }
 
 std::int8_t quantize_one(float x, float scale) {
@@ -90,11 +93,12 @@ void run_integer(const PackedMatrix& packed, const KernelActivations& a, float* 
   base.scales = packed.block_scales();
   base.row_sums = packed.block_row_sums();
   base.offsets = packed.block_offsets();
+  base.common_offset = packed.container() == Container::kInt4 && packed.grid().symmetric ? 8 : -1;
   base.groups = packed.groups();
   const Index step = packed.step_inputs();
   const Index gs = std::min(packed.group_size(), packed.cols());
-  base.group_steps = gs / step;
   base.last_group_steps = (packed.padded_cols() - (packed.groups() - 1) * gs) / step;
+  base.group_steps = packed.groups() > 1 ? gs / step : base.last_group_steps;
   base.xq = a.xq.data();
   base.kp = a.kp;
   base.xsum = a.xsum.data();
@@ -164,10 +168,10 @@ void qgemm_into(const PackedMatrix& packed, const MatrixFRef& x, float* y, Index
   options.validate();
   check_inputs(packed, x.rows(), x.cols(), "qgemm");
   require_integer_path(packed, "qgemm");
-  if (y == nullptr || ldy < packed.rows())
-    throw InvalidArgument(fmt::format("qgemm: output needs a buffer with ldy ≥ {} (got {})",
-                                      packed.rows(), ldy));
   if (x.rows() == 0) return;
+  if (y == nullptr || ldy < packed.rows())
+    throw InvalidArgument(
+        fmt::format("qgemm: output needs a buffer with ldy ≥ {} (got {})", packed.rows(), ldy));
   const QuantizedActivations q = quantize_activations(x);
   const KernelActivations a = prepare(packed, q);
   run_integer(packed, a, y, ldy, nullptr, 0, options);
@@ -190,13 +194,17 @@ void qgemm_accumulators_into(const PackedMatrix& packed, const QuantizedActivati
   for (Index t = 0; t < xq.codes.rows(); ++t)
     for (Index c = 0; c < xq.codes.cols(); ++c)
       if (xq.codes(t, c) == -128)
-        throw InvalidArgument(fmt::format("qgemm_accumulators: activation code −128 at ({}, {}); "
-                                          "the kernels take [−127, 127]", t, c));
+        throw InvalidArgument(
+            fmt::format("qgemm_accumulators: activation code −128 at ({}, {}); "
+                        "the kernels take [−127, 127]",
+                        t, c));
+  if (xq.codes.rows() == 0) return;
   const Index width = packed.rows() * packed.groups();
   if (acc == nullptr || ld_acc < width)
-    throw InvalidArgument(fmt::format("qgemm_accumulators: needs ld_acc ≥ rows · groups = {} "
-                                      "(got {})", width, ld_acc));
-  if (xq.codes.rows() == 0) return;
+    throw InvalidArgument(
+        fmt::format("qgemm_accumulators: needs ld_acc ≥ rows · groups = {} "
+                    "(got {})",
+                    width, ld_acc));
   const KernelActivations a = prepare(packed, xq);
   run_integer(packed, a, nullptr, 0, acc, ld_acc, options);
 }

@@ -122,7 +122,11 @@ Grid search(const MatrixFRef& w, const GridSpec& spec, const VectorD* importance
     return grid;
   }
 
-#pragma omp parallel for schedule(dynamic, 4)
+  // Small matrices run on one thread: a parallel region costs more than it saves there, and far
+  // more when the cores are oversubscribed (e.g. ctest -j running several OpenMP processes).
+  const double work = static_cast<double>(w.size()) *
+                      (spec.search == ScaleSearch::kMinMax ? 1.0 : spec.shrink_steps);
+#pragma omp parallel for schedule(dynamic, 4) if (work > 2e6)
   for (Index r = 0; r < w.rows(); ++r) {
     for (Index g = 0; g < groups; ++g) {
       const Index c0 = g * grid.group_size;

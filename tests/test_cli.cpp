@@ -40,6 +40,8 @@ TEST(Cli, InfoPrintsVersionThreadsAndMethods) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("qround 0."), std::string::npos);
   EXPECT_NE(r.out.find("threads: "), std::string::npos);
+  EXPECT_NE(r.out.find("isa: "), std::string::npos);
+  EXPECT_NE(r.out.find("  supported: scalar"), std::string::npos);
   EXPECT_NE(r.out.find("methods: nearest"), std::string::npos);
 }
 

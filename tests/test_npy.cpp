@@ -286,6 +286,7 @@ std::vector<Malformed> malformed_files() {
       {"truncated header length", std::string("\x93NUMPY\x02\x00\x10\x00\x00", 11), "truncated"},
       {"truncated header", good.substr(0, 40), "header"},
       {"header length beyond file", long_header, "exceeds"},
+      {"huge header length", std::string("\x93NUMPY\x02\x00\x00\x00\x00\x40", 12) + "{}", "limit"},
       {"truncated data", good.substr(0, good.size() - 1), "truncated"},
       {"trailing bytes", good + "x", "trailing"},
       {"bad magic", bad_magic, "magic"},

@@ -9,46 +9,17 @@
 #include <string>
 #include <vector>
 
+#include "kernel_test_util.hpp"
 #include "qround/error.hpp"
 #include "qround/packed.hpp"
 
 namespace qround {
 namespace {
 
-Grid make_test_grid(Index rows, Index cols, int bits, bool symmetric, Index group,
-                    std::mt19937& rng) {
-  Grid g;
-  g.bits = bits;
-  g.symmetric = symmetric;
-  g.restricted = symmetric && bits == 8;
-  g.rows = rows;
-  g.cols = cols;
-  g.group_size = group == 0 ? cols : group;
-  g.granularity = group == 0 ? Granularity::kPerRow : Granularity::kPerGroup;
-  const Index groups = (cols + g.group_size - 1) / g.group_size;
-  std::uniform_real_distribution<float> s(0.01f, 0.1f);
-  std::uniform_int_distribution<int> z(g.qmin(), g.qmax());
-  g.scales.resize(rows, groups);
-  g.zeros = MatrixI32::Zero(rows, groups);
-  for (Index r = 0; r < rows; ++r)
-    for (Index k = 0; k < groups; ++k) {
-      g.scales(r, k) = s(rng);
-      if (!symmetric) g.zeros(r, k) = z(rng);
-    }
-  return g;
-}
+using testing_util::make_test_grid;
+using testing_util::random_codes;
 
-MatrixI8 random_codes(const Grid& g, std::mt19937& rng) {
-  std::uniform_int_distribution<int> q(g.qmin(), g.qmax());
-  MatrixI8 c(g.rows, g.cols);
-  for (Index r = 0; r < g.rows; ++r)
-    for (Index k = 0; k < g.cols; ++k) c(r, k) = static_cast<std::int8_t>(q(rng));
-  return c;
-}
-
-std::string temp_path(const char* name) {
-  return ::testing::TempDir() + "/qround_packed_" + name;
-}
+std::string temp_path(const char* name) { return ::testing::TempDir() + "/qround_packed_" + name; }
 
 struct PackCase {
   int bits;
@@ -141,9 +112,9 @@ TEST(PackedMatrix, Int8LayoutGolden) {
   EXPECT_EQ(p.padded_cols(), 8);
   EXPECT_EQ(p.blocks(), 2);
   ASSERT_EQ(p.bytes(), 2u * 16 * 8);
-  EXPECT_EQ(p.data()[0], 0x81);                 // −127, two's complement
-  EXPECT_EQ(p.data()[64 + 1 * 4 + 1], 0x7F);    // row 1, input 5 → step 1, byte 4·1 + 1
-  EXPECT_EQ(p.data()[128 + 2], 0x05);           // row 16 = block 1 row 0, input 2
+  EXPECT_EQ(p.data()[0], 0x81);               // −127, two's complement
+  EXPECT_EQ(p.data()[64 + 1 * 4 + 1], 0x7F);  // row 1, input 5 → step 1, byte 4·1 + 1
+  EXPECT_EQ(p.data()[128 + 2], 0x05);         // row 16 = block 1 row 0, input 2
   std::size_t nonzero = 0;
   for (std::size_t i = 0; i < p.bytes(); ++i) nonzero += p.data()[i] != 0;
   EXPECT_EQ(nonzero, 3u);  // padding (inputs 6, 7 and rows 17..31) is zero
@@ -243,7 +214,6 @@ TEST(PackedMatrix, LoadRejectsTruncatedAndHostileFiles) {
   EXPECT_THROW(PackedMatrix::load(temp_path("does_not_exist.bin")), IoError);
   std::remove(path.c_str());
 }
-
 
 }  // namespace
 }  // namespace qround

@@ -16,13 +16,13 @@ namespace qround {
 
 enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2 };
 
-const char* to_string(Isa isa);          // "scalar" | "avx2" | "avx512vnni"
-Isa parse_isa(std::string_view name);    // throws InvalidArgument for an unknown name
+const char* to_string(Isa isa);        // "scalar" | "avx2" | "avx512vnni"
+Isa parse_isa(std::string_view name);  // throws InvalidArgument for an unknown name
 
 std::vector<Isa> compiled_isas();   // kernels present in this build
 std::vector<Isa> supported_isas();  // compiled ∩ what this CPU and OS can run, best last
 bool isa_supported(Isa isa);
-Isa active_isa();                   // what qgemm uses now (scoped override > env > automatic)
+Isa active_isa();  // what qgemm uses now (scoped override > env > automatic)
 
 // Forces `isa` for the lifetime of the object (tests, benchmarks). Not thread-safe against
 // concurrent qgemm calls that started before it; nesting restores the previous choice.

@@ -26,6 +26,7 @@ namespace {
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr std::size_t kMagicSize = 6;
 constexpr std::size_t kHeaderAlign = 64;
+constexpr std::uint64_t kMaxHeader = 1 << 20;  // a bound before allocating the header text
 constexpr const char* kSupported = "<f4, <f2, <f8, |i1 or <i4";
 
 struct Header {
@@ -235,6 +236,11 @@ void open_npy(OpenNpy& f, const std::string& path) {
   read_exact(f.in, pre + 8, static_cast<std::uint64_t>(len_bytes), path, "header length");
   const std::uint64_t header_len = read_le(pre + 8, len_bytes);
   const std::uint64_t prefix = 8 + static_cast<std::uint64_t>(len_bytes);
+  if (header_len > kMaxHeader)
+    throw IoError(
+        fmt::format("'{}': header length {} exceeds the {}-byte limit (numpy writes a "
+                    "few hundred bytes)",
+                    path, header_len, kMaxHeader));
   if (header_len > file_size - prefix)
     throw IoError(
         fmt::format("'{}': header length {} exceeds the {} bytes left in the file "

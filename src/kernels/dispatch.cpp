@@ -1,12 +1,13 @@
 // Runtime ISA detection and the kernel table.
+#include "dispatch.hpp"
+
+#include <fmt/format.h>
+
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
-#include <fmt/format.h>
-
-#include "dispatch.hpp"
 #include "qround/error.hpp"
 #include "qround/isa.hpp"
 
@@ -38,8 +39,8 @@ CpuFeatures detect() {
              f16c = (c >> 29) & 1;
   if (!osxsave || !avx) return f;
   const std::uint64_t xcr0 = read_xcr0();
-  const bool ymm_state = (xcr0 & 0x6) == 0x6;     // SSE + AVX state
-  const bool zmm_state = (xcr0 & 0xE6) == 0xE6;   // + opmask, ZMM_Hi256, Hi16_ZMM
+  const bool ymm_state = (xcr0 & 0x6) == 0x6;    // SSE + AVX state
+  const bool zmm_state = (xcr0 & 0xE6) == 0xE6;  // + opmask, ZMM_Hi256, Hi16_ZMM
   unsigned max_leaf = __get_cpuid_max(0, nullptr);
   if (max_leaf < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
@@ -63,7 +64,8 @@ bool cpu_can_run(Isa isa) {
 
 bool compiled(Isa isa) {
   switch (isa) {
-    case Isa::kScalar: return true;
+    case Isa::kScalar:
+      return true;
     case Isa::kAvx2:
 #ifdef QROUND_HAVE_AVX2
       return true;
@@ -115,9 +117,12 @@ std::atomic<int> g_override{kNoOverride};
 
 const char* to_string(Isa isa) {
   switch (isa) {
-    case Isa::kScalar: return "scalar";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512Vnni: return "avx512vnni";
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512Vnni:
+      return "avx512vnni";
   }
   return "unknown";
 }
@@ -153,27 +158,28 @@ Isa active_isa() {
 
 ScopedIsaOverride::ScopedIsaOverride(Isa isa) {
   if (!isa_supported(isa))
-    throw InvalidArgument(fmt::format("cannot force ISA {}: {}", to_string(isa),
-                                      compiled(isa) ? "this CPU does not support it"
-                                                    : "it is not compiled into this build"));
+    throw InvalidArgument(fmt::format(
+        "cannot force ISA {}: {}", to_string(isa),
+        compiled(isa) ? "this CPU does not support it" : "it is not compiled into this build"));
   previous_ = g_override.exchange(static_cast<int>(isa), std::memory_order_acq_rel);
 }
 
-ScopedIsaOverride::~ScopedIsaOverride() {
-  g_override.store(previous_, std::memory_order_release);
-}
+ScopedIsaOverride::~ScopedIsaOverride() { g_override.store(previous_, std::memory_order_release); }
 
 namespace kernels {
 
 KernelPair kernels_for(Isa isa) {
   switch (isa) {
 #ifdef QROUND_HAVE_AVX512VNNI
-    case Isa::kAvx512Vnni: return {qgemm_int8_avx512vnni, qgemm_int4_avx512vnni};
+    case Isa::kAvx512Vnni:
+      return {qgemm_int8_avx512vnni, qgemm_int4_avx512vnni};
 #endif
 #ifdef QROUND_HAVE_AVX2
-    case Isa::kAvx2: return {qgemm_int8_avx2, qgemm_int4_avx2};
+    case Isa::kAvx2:
+      return {qgemm_int8_avx2, qgemm_int4_avx2};
 #endif
-    default: return {qgemm_int8_scalar, qgemm_int4_scalar};
+    default:
+      return {qgemm_int8_scalar, qgemm_int4_scalar};
   }
 }
 

@@ -13,8 +13,8 @@ inline std::int64_t side_index(const QgemmParams& p, std::int64_t block, std::in
 }
 
 // int4 container: Σ n·x → Σ (n − o)·x = Σ n·x − o · Σ x.
-inline void subtract_offsets(const QgemmParams& p, std::int64_t b, std::int64_t t,
-                             std::int64_t g, std::int32_t* acc) noexcept {
+inline void subtract_offsets(const QgemmParams& p, std::int64_t b, std::int64_t t, std::int64_t g,
+                             std::int32_t* acc) noexcept {
   const std::int32_t* o = p.offsets + side_index(p, b, g);
   const std::int32_t xs = p.xsum[t * p.groups + g];
   for (int r = 0; r < kBlockRows; ++r) acc[r] -= o[r] * xs;

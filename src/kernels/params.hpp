@@ -11,20 +11,21 @@
 
 namespace qround::kernels {
 
-constexpr int kBlockRows = 16;   // output rows interleaved in one block
-constexpr int kStepBytes = 64;   // bytes of one k-step of one block
-constexpr int kInt8StepK = 4;    // inputs per k-step, int8 container
-constexpr int kInt4StepK = 8;    // inputs per k-step, int4 container
+constexpr int kBlockRows = 16;  // output rows interleaved in one block
+constexpr int kStepBytes = 64;  // bytes of one k-step of one block
+constexpr int kInt8StepK = 4;   // inputs per k-step, int8 container
+constexpr int kInt4StepK = 8;   // inputs per k-step, int4 container
 
 struct QgemmParams {
   // Weights (PackedMatrix internals).
   const std::uint8_t* weights;  // block b starts at weights + b * block_bytes
   std::int64_t block_bytes;
-  const float* scales;          // [block][group][16] weight scales (0 on padded rows)
-  const std::int32_t* row_sums; // [block][group][16] Σ d over the group (int8 container)
-  const std::int32_t* offsets;  // [block][group][16] nibble offset o, d = n − o (int4 container)
+  const float* scales;           // [block][group][16] weight scales (0 on padded rows)
+  const std::int32_t* row_sums;  // [block][group][16] Σ d over the group (int8 container)
+  const std::int32_t* offsets;   // [block][group][16] nibble offset o, d = n − o (int4 container)
+  std::int32_t common_offset;    // ≥ 0: every real row's offset equals it (symmetric int4: 8)
   std::int64_t groups;
-  std::int64_t group_steps;       // k-steps of every group but the last
+  std::int64_t group_steps;       // k-steps of every group but the last (one group: = last)
   std::int64_t last_group_steps;  // k-steps of the last group (it may be shorter / padded)
   // Activations, quantized per token to int8 in [−127, 127], zero-padded to kp inputs.
   const std::int8_t* xq;     // tokens × kp

@@ -22,8 +22,8 @@ inline double anneal(double start, double end, long step, long total, double war
                      AnnealShape shape) {
   const double begin = warm * static_cast<double>(total);
   if (static_cast<double>(step) <= begin || total <= 0) return start;
-  const double t = std::clamp((static_cast<double>(step) - begin) /
-                                  (static_cast<double>(total) - begin), 0.0, 1.0);
+  const double t = std::clamp(
+      (static_cast<double>(step) - begin) / (static_cast<double>(total) - begin), 0.0, 1.0);
   if (shape == AnnealShape::kLinear) return start + (end - start) * t;
   const double pi = 3.14159265358979323846;
   return end + 0.5 * (start - end) * (1.0 + std::cos(pi * t));

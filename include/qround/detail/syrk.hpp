@@ -1,45 +1,25 @@
-// Blocked, multi-threaded accumulation of AᵀB in double — the Hessian kernel (H = XᵀX is a
-// symmetric rank-k update; only the lower triangle's blocks are computed, then mirrored).
-//
-// Each output block is owned by one thread and summed in a fixed order, so the result does not
-// depend on the thread count.
+// Accumulation of AᵀB in double — the Hessian kernel (H = XᵀX is a symmetric rank-k update).
+// Kept for callers holding column-major double matrices; new code uses detail/dense.hpp directly
+// (it reads float activations without a converted copy).
 #pragma once
 
 #include <Eigen/Core>
-#include <algorithm>
-#include <cmath>
+
+#include "qround/detail/dense.hpp"
 
 namespace qround::detail {
 
 // acc (n × n) += aᵀ b, with a, b column-major tokens × n. `symmetric` means a and b are the same
-// matrix: then only blocks on or below the diagonal are formed and the upper triangle is mirrored.
+// matrix: then one triangle is computed and mirrored. Independent of the thread count.
 inline void accumulate_gram(Eigen::Ref<Eigen::Matrix<double, -1, -1, Eigen::RowMajor>> acc,
                             const Eigen::MatrixXd& a, const Eigen::MatrixXd& b, bool symmetric) {
-  const Eigen::Index n = a.cols();
-  constexpr Eigen::Index kBlock = 128;
-  const Eigen::Index nb = (n + kBlock - 1) / kBlock;
-  const Eigen::Index pairs = symmetric ? nb * (nb + 1) / 2 : nb * nb;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (Eigen::Index p = 0; p < pairs; ++p) {
-    Eigen::Index bi, bj;
-    if (symmetric) {  // p enumerates (bi ≥ bj) row by row
-      bi = static_cast<Eigen::Index>((std::sqrt(8.0 * static_cast<double>(p) + 1.0) - 1.0) / 2.0);
-      while (bi * (bi + 1) / 2 > p) --bi;
-      while ((bi + 1) * (bi + 2) / 2 <= p) ++bi;
-      bj = p - bi * (bi + 1) / 2;
-    } else {
-      bi = p / nb;
-      bj = p % nb;
-    }
-    const Eigen::Index i0 = bi * kBlock, j0 = bj * kBlock;
-    const Eigen::Index ni = std::min(kBlock, n - i0), nj = std::min(kBlock, n - j0);
-    Eigen::MatrixXd block(ni, nj);
-    block.noalias() = a.middleCols(i0, ni).transpose() * b.middleCols(j0, nj);
-    acc.block(i0, j0, ni, nj) += block;
+  const DenseView va{nullptr, a.data(), a.rows(), a.cols(), 1, a.rows()};
+  const DenseView vb{nullptr, b.data(), b.rows(), b.cols(), 1, b.rows()};
+  if (symmetric) {
+    syrk_accumulate(va, acc);
+  } else {
+    gemm_accumulate(va.transposed(), vb, acc);
   }
-  if (symmetric)
-    for (Eigen::Index i = 0; i < n; ++i)
-      for (Eigen::Index j = i + 1; j < n; ++j) acc(i, j) = acc(j, i);
 }
 
 }  // namespace qround::detail

@@ -10,8 +10,8 @@ namespace {
 void check_shapes(const MatrixI8Ref& codes, const Grid& grid, Index x_cols) {
   grid.validate(codes.rows(), codes.cols());
   if (x_cols != codes.cols())
-    throw InvalidArgument(fmt::format("activations have {} inputs, the weights {}", x_cols,
-                                      codes.cols()));
+    throw InvalidArgument(
+        fmt::format("activations have {} inputs, the weights {}", x_cols, codes.cols()));
 }
 
 }  // namespace
