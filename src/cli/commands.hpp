@@ -7,11 +7,8 @@ namespace qround::cli {
 int run_info(int argc, char** argv);
 int run_quantize(int argc, char** argv);
 int run_demo(int argc, char** argv);
-<<<<<<< HEAD
+int run_check(int argc, char** argv);
 int run_model(int argc, char** argv);
 int run_generate(int argc, char** argv);
-=======
-int run_check(int argc, char** argv);
->>>>>>> main
 
 }  // namespace qround::cli
