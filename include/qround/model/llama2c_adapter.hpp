@@ -20,7 +20,8 @@ struct Llama2cAdapterOptions {
 
 class Llama2cQuantizable : public QuantizableModel {
  public:
-  // `model` is modified in place as layers are replaced; a float copy is kept for kFloat runs.
+  // `model` (still float) is modified in place as layers are replaced; a copy made here serves
+  // the kFloat runs and restore().
   // Each calibration window starts with BOS and holds at most seq_len tokens.
   Llama2cQuantizable(Llama2cModel& model, std::vector<std::vector<int>> calibration_windows,
                      Llama2cAdapterOptions options = {});
