@@ -9,5 +9,7 @@ int run_quantize(int argc, char** argv);
 int run_demo(int argc, char** argv);
 int run_plan(int argc, char** argv);
 int run_check(int argc, char** argv);
+int run_model(int argc, char** argv);
+int run_generate(int argc, char** argv);
 
 }  // namespace qround::cli

@@ -23,6 +23,8 @@ constexpr Command kCommands[] = {
     {"plan", qround::cli::run_plan, "choose bits per layer: the Pareto front of size vs loss"},
     {"demo", qround::cli::run_demo, "every method at 4, 3 and 2 bits on an LLM-like layer"},
     {"check", qround::cli::run_check, "run the packed int8/int4 kernel against the simulation"},
+    {"model", qround::cli::run_model, "quantize a llama2.c model end to end, report NLL and KL"},
+    {"generate", qround::cli::run_generate, "sample text from a float or quantized llama2.c model"},
 };
 
 void usage(std::FILE* out) {

@@ -1,0 +1,161 @@
+// `qround model`: quantize a whole llama2.c model with the sequential driver, report float and
+// quantized NLL / perplexity / KL and the wall time per stage, write the packed layers as
+// safetensors (and optionally every layer's dequantized weights as .npy).
+#include <fmt/format.h>
+
+#include <chrono>
+#include <string>
+
+#include "args.hpp"
+#include "commands.hpp"
+#include "model_files.hpp"
+#include "output_dir.hpp"
+#include "progress.hpp"
+#include "qround/io/npy.hpp"
+#include "qround/io/safetensors.hpp"
+#include "qround/model/evaluation.hpp"
+#include "qround/model/llama2c_adapter.hpp"
+#include "qround/pipeline.hpp"
+
+namespace qround::cli {
+namespace {
+
+constexpr const char* kHelp = R"(usage: qround model --model M.bin --tokenizer T.bin --calib TEXT [--calib-tokens N]
+                    --eval TEXT [--eval-tokens N] [--method M] [--bits B] [--group-size G]
+                    [--symmetric] [--scale-search S] [--iterations N] [--seed S] [--threads T]
+                    [--one-shot] [--asymmetric-target] [--float-activations]
+                    [--dump-dequant DIR] [--out model.safetensors] [--quiet] [method options]
+
+  --model              llama2.c checkpoint (legacy float32 format)
+  --tokenizer          llama2.c tokenizer (tok512.bin style)
+  --calib              calibration text; its first --calib-tokens tokens (default 4088)
+                       are cut into windows of seq_len positions starting with BOS
+  --eval               evaluation text (windows as above; --eval-tokens N keeps the first N,
+                       default all): mean NLL, perplexity, KL(float || quantized)
+  --method             rounding method (default nearest; `qround info` lists them)
+  --bits               2..8 (default 4); --group-size 0 = per row (default 32)
+  --one-shot           calibrate every layer on the float model (default: sequential)
+  --asymmetric-target  sequential calibration targeting the float model's inputs
+  --float-activations  run packed layers with float activations (default: int8 activations,
+                       integer kernels — what integer inference computes)
+  --mixed-budget BPW   mixed precision (not available in this build)
+  --dump-dequant DIR   write DIR/NAME.npy with each layer's dequantized weights
+  --out                packed layers, scales, zero points and grid metadata (safetensors)
+
+Other --key value options are method settings. Exit codes: 0 ok, 1 runtime error, 2 usage error.
+)";
+
+std::string grid_label(int bits, int group_size) {
+  return group_size == 0 ? fmt::format("{}-bit per row", bits)
+                         : fmt::format("{}-bit group {}", bits, group_size);
+}
+
+}  // namespace
+
+int run_model(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    fmt::print("{}", kHelp);
+    return 0;
+  }
+  Args args(argc, argv);
+  const ModelPaths paths = take_model_paths(args);
+  const std::string calib_path = args.take_required("calib");
+  const std::string eval_path = args.take_required("eval");
+  const int calib_tokens = args.take_int("calib-tokens", 4088, 1, 1 << 30);
+  const int eval_tokens = args.take_int("eval-tokens", 0, 0, 1 << 30);
+  SequentialOptions options;
+  const int bits = args.take_int("bits", 4, 2, 8);
+  const int group_size = args.take_int("group-size", 32, 0, 1 << 30);
+  options.round.grid = GridSpec::with_group_size(bits, group_size, args.take_flag("symmetric"));
+  try {
+    if (auto s = args.take("scale-search")) options.round.grid.search = parse_scale_search(*s);
+    options.round.method = parse_method(args.take("method").value_or("nearest"));
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
+  options.round.iterations = args.take_int("iterations", -1, -1, 1 << 30);
+  options.round.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
+  options.round.threads = args.take_int("threads", 0, 0, 4096);
+  options.sequential = !args.take_flag("one-shot");
+  options.asymmetric_target = args.take_flag("asymmetric-target");
+  model::Llama2cAdapterOptions adapter_options;
+  if (args.take_flag("float-activations"))
+    adapter_options.compute = model::PackedCompute::kFloatActivations;
+  if (args.take("mixed-budget"))
+    throw UsageError("--mixed-budget needs mixed precision, which this build does not include");
+  const auto dump_dir = args.take("dump-dequant");
+  const auto out_path = args.take("out");
+  const bool quiet = args.take_flag("quiet");
+  options.round.params = args.take_rest();
+  try {
+    options.validate();
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
+
+  auto files = load_model_files(paths);
+  const int seq_len = files.model.config().seq_len;
+  const auto calib = model::make_eval_windows(
+      files.tokenizer.encode(read_text_file(calib_path)), seq_len, calib_tokens);
+  const auto eval = model::make_eval_windows(files.tokenizer.encode(read_text_file(eval_path)),
+                                             seq_len, eval_tokens);
+
+  ProgressBar bar(quiet);
+  const model::EvalResult float_eval = model::evaluate(files.model, eval, nullptr, bar.callback());
+  bar.finish();
+  model::Llama2cModel quantized = files.model;
+  model::Llama2cQuantizable adapter(quantized, calib, adapter_options);
+  const ModelQuantization result = quantize_model(adapter, options, bar.callback());
+  bar.finish();
+  const model::EvalResult q_eval =
+      model::evaluate(quantized, eval, &adapter.float_model(), bar.callback());
+  bar.finish();
+
+  std::vector<io::NamedPackedLayer> packed;
+  for (const auto& l : result.layers)
+    packed.push_back({l.name, *quantized.packed_linear(static_cast<int>(l.layer)),
+                      l.quantized.report.method});
+  if (out_path)
+    io::save_quantized(*out_path, packed,
+                       {{"method", to_string(options.round.method)},
+                        {"bits", std::to_string(bits)},
+                        {"group_size", std::to_string(group_size)},
+                        {"source_model", paths.model}});
+  if (dump_dir) {
+    OutputDir dir(*dump_dir);
+    for (const auto& l : result.layers)
+      io::save_npy(dir.path(l.name + ".npy"), l.quantized.dequantized());
+    dir.commit();
+  }
+
+  std::size_t calib_token_count = 0;
+  for (const auto& w : calib) calib_token_count += w.size() - 1;
+  fmt::print("{} {}, {} calibration, {} layers, {} calibration tokens, {} eval tokens\n",
+             to_string(options.round.method), grid_label(bits, group_size),
+             options.sequential ? (options.asymmetric_target ? "sequential (asymmetric target)"
+                                                             : "sequential")
+                                : "one-shot",
+             result.layers.size(), calib_token_count,
+             q_eval.predicted_tokens);
+  fmt::print("{:<22} {:>10} {:>10}\n", "stage", "calib s", "round s");
+  const auto layer_info = adapter.layers();
+  for (const auto& s : result.stages) {
+    std::string names;
+    for (Index l : s.layers) {  // "layers.0.wq,wk,wv"
+      const std::string& name = layer_info[l].name;
+      names += names.empty() ? name : "," + name.substr(name.rfind('.') + 1);
+    }
+    fmt::print("{:<22} {:>10.3f} {:>10.3f}\n", names, s.calibration_seconds,
+               s.rounding_seconds);
+  }
+  fmt::print("{:<10} {:>10} {:>10} {:>10}\n", "model", "NLL", "PPL", "KL");
+  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10}\n", "float", float_eval.nll,
+             float_eval.perplexity, "-");
+  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10.4f}\n", "quantized", q_eval.nll,
+             q_eval.perplexity, q_eval.kl);
+  fmt::print("quantization {:.2f} s, evaluation {:.2f} s{}\n", result.seconds, q_eval.seconds,
+             out_path ? fmt::format(", wrote {}", *out_path) : std::string());
+  return 0;
+}
+
+}  // namespace qround::cli
