@@ -1,3 +1,4 @@
+#include "qround/detail/threads.hpp"
 #include "qround/adaround.hpp"
 
 #include <fmt/format.h>
@@ -96,14 +97,7 @@ constexpr Index kAutoMinibatchInputs = 8192;
 // Multiply-adds of one Hessian iteration below which the row blocks run on one thread.
 constexpr Index kParallelWork = Index{1} << 22;
 
-int thread_count(const AdaRoundOptions& options) {
-#ifdef _OPENMP
-  return options.threads > 0 ? options.threads : omp_get_max_threads();
-#else
-  (void)options;
-  return 1;
-#endif
-}
+int thread_count(const AdaRoundOptions& options) { return detail::resolve_threads(options.threads); }
 
 int this_thread() {
 #ifdef _OPENMP

@@ -7,10 +7,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kernels/gemm_f64.hpp"
 #include "qround/error.hpp"
+#include "qround/isa.hpp"
 
 namespace qround::detail {
 namespace {
@@ -34,13 +36,6 @@ constexpr double kParallelWork = 3e7;
 
 static_assert(kMc % kGemmMr == 0 && kNc % kGemmNr == 0, "blocks must hold whole panels");
 
-#if defined(__GNUC__) || defined(__clang__)
-// libgcc's feature bits include the OS (XCR0) check for the AVX and AVX-512 register state.
-#define QROUND_CPU_HAS(feature) __builtin_cpu_supports(feature)
-#else
-#define QROUND_CPU_HAS(feature) false
-#endif
-
 struct KernelChoice {
   kernels::GemmF64Kernel fn;
   kernels::GemmF64DotKernel dot;
@@ -53,14 +48,12 @@ const std::vector<KernelChoice>& runnable_kernels() {
     std::vector<KernelChoice> out{
         {kernels::gemm_f64_kernel_scalar, kernels::gemm_f64_dot_kernel_scalar, "scalar"}};
 #ifdef QROUND_HAVE_AVX2
-    if (QROUND_CPU_HAS("avx2") && QROUND_CPU_HAS("fma") && QROUND_CPU_HAS("f16c"))
+    if (isa_supported(Isa::kAvx2))
       out.push_back({kernels::gemm_f64_kernel_avx2, kernels::gemm_f64_dot_kernel_avx2, "avx2"});
 #endif
 #ifdef QROUND_HAVE_AVX512VNNI
-    // That translation unit is compiled with AVX2/FMA/F16C and AVX-512 F/BW/VL/DQ/VNNI.
-    if (QROUND_CPU_HAS("avx2") && QROUND_CPU_HAS("fma") && QROUND_CPU_HAS("f16c") &&
-        QROUND_CPU_HAS("avx512f") && QROUND_CPU_HAS("avx512bw") && QROUND_CPU_HAS("avx512vl") &&
-        QROUND_CPU_HAS("avx512dq") && QROUND_CPU_HAS("avx512vnni"))
+    // That translation unit is compiled with the avx512vnni folder's flags.
+    if (isa_supported(Isa::kAvx512Vnni))
       out.push_back(
           {kernels::gemm_f64_kernel_avx512, kernels::gemm_f64_dot_kernel_avx512, "avx512"});
 #endif
@@ -69,29 +62,20 @@ const std::vector<KernelChoice>& runnable_kernels() {
   return list;
 }
 
-// The best runnable kernel, capped by QROUND_ISA=scalar|avx2|avx512vnni (the variable the integer
-// kernels' dispatch reads; any other value means automatic).
-const KernelChoice* choose_kernel() {
-  const char* env = std::getenv("QROUND_ISA");
-  const std::string forced = env ? env : "";
-  int cap = 2;
-  if (forced == "scalar") cap = 0;
-  if (forced == "avx2") cap = 1;
-  const KernelChoice* best = nullptr;
-  for (const KernelChoice& k : runnable_kernels()) {
-    const std::string name = k.name;
-    const int level = name == "scalar" ? 0 : (name == "avx2" ? 1 : 2);
-    if (level <= cap) best = &k;
-  }
-  return best;
-}
-
+// The best runnable kernel no wider than the project's active ISA (so QROUND_ISA and
+// ScopedIsaOverride steer these products too), unless a ScopedDenseKernel forces one.
 std::atomic<const KernelChoice*> kernel_override{nullptr};
 
 const KernelChoice& kernel() {
-  static const KernelChoice* const automatic = choose_kernel();
-  const KernelChoice* forced = kernel_override.load();
-  return forced ? *forced : *automatic;
+  if (const KernelChoice* forced = kernel_override.load()) return *forced;
+  const int cap = static_cast<int>(active_isa());
+  const KernelChoice* best = nullptr;
+  for (const KernelChoice& k : runnable_kernels()) {
+    const std::string_view name = k.name;
+    const int level = name == "scalar" ? 0 : (name == "avx2" ? 1 : 2);
+    if (level <= cap) best = &k;
+  }
+  return *best;
 }
 
 template <typename T>

@@ -218,20 +218,7 @@ QuantizedLayer flexround(const LayerProblem& problem, const Grid& grid,
   out.grid = grid;
   out.grid.scales = model.best_scales();
   out.codes = model.best_codes();
-  // Per row: never worse than RTN on the learned s1, nor than RTN on the initial grid.
-  const Grid learned_grid = out.grid;
-  const detail::RtnGuardResult guard =
-      detail::keep_rows_not_worse_than_rtn(problem, {&learned_grid, &grid}, out.codes, out.grid);
-  fill_report(out.report, problem, out, "flexround", nullptr);
-  out.report.iterations = options.iterations;
-  out.report.loss_curve = log.take_curve();
-  detail::report_rtn_baseline(out.report, problem, guard.rtn_losses[1]);
-  out.report.notes.push_back(fmt::format(
-      "loss_rtn is RTN on the initial grid; RTN on the learned scales would give {:.6g}",
-      guard.rtn_losses[0]));
-  if (guard.replaced > 0)
-    out.report.notes.push_back(fmt::format(
-        "{} of {} rows kept an RTN row (the learned result was not better)", guard.replaced, rows));
+  detail::finish_learned_layer(out, problem, grid, "flexround", options.iterations, log);
   if (grid.granularity == Granularity::kPerTensor && options.learn_s1)
     out.report.notes.push_back("per-tensor grid: s1 kept fixed (only S2 and s3 were learned)");
   out.report.seconds =

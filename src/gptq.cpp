@@ -1,3 +1,4 @@
+#include "qround/detail/threads.hpp"
 #include "qround/gptq.hpp"
 
 #include <fmt/format.h>
@@ -25,14 +26,7 @@ constexpr Index kRowChunk = 64;
 
 using MatrixFCol = Eigen::MatrixXf;  // column-major: one column of a block is contiguous
 
-int thread_count(const GptqOptions& options) {
-#ifdef _OPENMP
-  return options.threads > 0 ? options.threads : omp_get_max_threads();
-#else
-  (void)options;
-  return 1;
-#endif
-}
+int thread_count(const GptqOptions& options) { return detail::resolve_threads(options.threads); }
 
 struct Factor {
   MatrixF u;             // upper Cholesky factor of (H + λI)⁻¹, processed column order

@@ -443,21 +443,7 @@ QuantizedLayer nupes(const LayerProblem& problem, const Grid& grid, const NupesO
   out.grid.scales = model.best_scales();
   out.grid.exponent = model.best_exponents();
   out.codes = model.best_codes();
-  // Per row: never worse than RTN on the learned grid, nor than RTN on the starting grid.
-  const Grid learned_grid = out.grid;
-  const detail::RtnGuardResult guard =
-      detail::keep_rows_not_worse_than_rtn(problem, {&learned_grid, &g}, out.codes, out.grid);
-  fill_report(out.report, problem, out, "nupes", nullptr);
-  out.report.iterations = options.iterations;
-  out.report.loss_curve = log.take_curve();
-  detail::report_rtn_baseline(out.report, problem, guard.rtn_losses[1]);
-  out.report.notes.push_back(fmt::format(
-      "loss_rtn is RTN on the starting grid; RTN on the learned grid would give {:.6g}",
-      guard.rtn_losses[0]));
-  if (guard.replaced > 0)
-    out.report.notes.push_back(fmt::format(
-        "{} of {} rows kept an RTN row (the learned result was not better)", guard.replaced,
-        g.rows));
+  detail::finish_learned_layer(out, problem, g, "nupes", options.iterations, log);
   if (g.granularity == Granularity::kPerTensor && options.learn_scale)
     out.report.notes.push_back("per-tensor grid: the scale was kept fixed (learning it per row "
                                "would change the granularity)");

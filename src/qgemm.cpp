@@ -1,5 +1,6 @@
 // Public entry of the packed matrix products: validation, activation quantization, work split,
 // dispatch to the per-ISA kernels; and the float-activation path.
+#include "qround/detail/threads.hpp"
 #include "qround/qgemm.hpp"
 
 #include <fmt/format.h>
@@ -22,14 +23,7 @@ namespace {
 
 using kernels::kBlockRows;
 
-int thread_count(const QgemmOptions& o) {
-#ifdef _OPENMP
-  return o.threads > 0 ? o.threads : omp_get_max_threads();
-#else
-  (void)o;
-  return 1;
-#endif
-}
+int thread_count(const QgemmOptions& o) { return detail::resolve_threads(o.threads); }
 
 void check_inputs(const PackedMatrix& packed, Index x_rows, Index x_cols, const char* what) {
   if (packed.rows() == 0)

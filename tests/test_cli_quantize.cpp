@@ -156,7 +156,9 @@ TEST(CliQuantize, UsageErrorsExitTwoAndWriteNothing) {
   for (const std::string& extra :
        {std::string("--bits 9"), std::string("--bits 1"), std::string("--method magic"),
         std::string("--scale-search best"), std::string("--group-size -3"),
-        std::string("--symmetric yes"), std::string("--iterations x")}) {
+        std::string("--symmetric yes"), std::string("--iterations x"),
+        std::string("--lambda 0.5"), std::string("--method adaround --lamda 0.5"),
+        std::string("--method gptq --damp -1"), std::string("--method adaround --batch 0")}) {
     const auto r = run_cli(base + " " + extra);
     EXPECT_EQ(r.exit_code, 2) << extra << ": " << r.err;
     EXPECT_FALSE(r.err.empty());

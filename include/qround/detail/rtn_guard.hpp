@@ -7,7 +7,11 @@
 #include <limits>
 #include <vector>
 
+#include <fmt/format.h>
+
+#include "qround/detail/training_log.hpp"
 #include "qround/grid.hpp"
+#include "qround/nearest.hpp"
 #include "qround/problem.hpp"
 #include "qround/quantized.hpp"
 
@@ -57,6 +61,28 @@ inline void report_rtn_baseline(RoundingReport& report, const LayerProblem& prob
   report.relative_loss_rtn = energy > 0.0 ? loss_rtn / energy
                                           : (loss_rtn == 0.0 ? 0.0
                                                              : std::numeric_limits<double>::infinity());
+}
+
+// The common ending of a learned method: `out` holds the learned codes and grid; applies the
+// per-row RTN guard against the learned grid and `start_grid`, then fills the report (losses, RTN
+// baseline on the starting grid, iterations, loss curve and notes).
+inline void finish_learned_layer(QuantizedLayer& out, const LayerProblem& problem,
+                                 const Grid& start_grid, const char* method, int iterations,
+                                 TrainingLog& log) {
+  const Grid learned_grid = out.grid;
+  const RtnGuardResult guard =
+      keep_rows_not_worse_than_rtn(problem, {&learned_grid, &start_grid}, out.codes, out.grid);
+  fill_report(out.report, problem, out, method, nullptr);
+  out.report.iterations = iterations;
+  out.report.loss_curve = log.take_curve();
+  report_rtn_baseline(out.report, problem, guard.rtn_losses[1]);
+  out.report.notes.push_back(fmt::format(
+      "loss_rtn is RTN on the starting grid; RTN on the learned grid would give {:.6g}",
+      guard.rtn_losses[0]));
+  if (guard.replaced > 0)
+    out.report.notes.push_back(
+        fmt::format("{} of {} rows kept an RTN row (the learned result was not better)",
+                    guard.replaced, out.codes.rows()));
 }
 
 }  // namespace qround::detail
