@@ -102,8 +102,8 @@ TEST(Safetensors, QuantizedLayersLoadBackBitForBit) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
   std::uint64_t header = 0;
   f.read(reinterpret_cast<char*>(&header), 8);
-  const auto& t = SafetensorsFile::load(path).tensor(layers[0].name + ".qweight");
-  f.seekp(static_cast<std::streamoff>(8 + header + t.end - 1));
+  const auto end = SafetensorsFile::load(path).tensor(layers[0].name + ".qweight").end;
+  f.seekp(static_cast<std::streamoff>(8 + header + end - 1));
   f.put(static_cast<char>(0x11));
   f.close();
   EXPECT_THROW(load_quantized(path), IoError);
