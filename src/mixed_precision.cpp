@@ -14,17 +14,11 @@ LayerSource layer_source(std::string name, LayerProblem problem) {
   return {std::move(name), [shared] { return *shared; }};
 }
 
-namespace {
-
-// The grid a candidate is measured with: asymmetric 8-bit codes do not fit int8, so 8 bits is
-// measured symmetric.
-GridSpec candidate_spec(GridSpec spec, int bits) {
+GridSpec mixed_precision_grid(GridSpec spec, int bits) {
   spec.bits = bits;
   if (bits == 8) spec.symmetric = true;
   return spec;
 }
-
-}  // namespace
 
 void SensitivityOptions::validate() const {
   if (bits.empty()) throw InvalidArgument("mixed precision: no candidate bit widths given");
@@ -38,7 +32,7 @@ void SensitivityOptions::validate() const {
     if (!seen.insert(b).second)
       throw InvalidArgument(fmt::format("mixed precision: candidate {} bits is listed twice", b));
   }
-  for (int b : bits) candidate_spec(rounding.grid, b).validate();
+  for (int b : bits) mixed_precision_grid(rounding.grid, b).validate();
 }
 
 void SensitivityTable::validate() const {
@@ -91,7 +85,7 @@ SensitivityTable measure_sensitivity(const std::vector<LayerSource>& layers,
     for (Index j = 0; j < k; ++j) {
       const int bits = table.bits[static_cast<size_t>(j)];
       RoundLayerOptions rounding = options.rounding;
-      rounding.grid = candidate_spec(rounding.grid, bits);
+      rounding.grid = mixed_precision_grid(rounding.grid, bits);
       const QuantizedLayer q = round_layer(problem, rounding);
       const double s =
           options.metric ? options.metric(source.name, bits, q) : q.report.relative_loss;

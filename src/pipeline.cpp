@@ -51,6 +51,42 @@ void validate_structure(const std::vector<LinearLayerInfo>& layers,
                                         layers[i].name, seen[i]));
 }
 
+std::unique_ptr<LayerProblem> new_layer_problem(const QuantizableModel& model,
+                                                const std::vector<LinearLayerInfo>& layers,
+                                                Index layer) {
+  const MatrixF w = model.float_weights(layer);
+  const auto& info = layers[layer];
+  if (w.rows() != info.rows || w.cols() != info.cols)
+    throw InvalidArgument(fmt::format("float_weights('{}') is {}×{}, layers() says {}×{}",
+                                      info.name, w.rows(), w.cols(), info.rows, info.cols));
+  return std::make_unique<LayerProblem>(w);
+}
+
+// One pass of the float model gathers every layer's statistics (progress 0..1 over the batches;
+// a false return cancels).
+std::map<Index, std::unique_ptr<LayerProblem>> calibrate_on_float(
+    QuantizableModel& model, const std::vector<LinearLayerInfo>& layers,
+    const ProgressFn& progress) {
+  std::map<Index, std::unique_ptr<LayerProblem>> problems;
+  for (Index l = 0; l < static_cast<Index>(layers.size()); ++l)
+    problems[l] = new_layer_problem(model, layers, l);
+  const Index batches = model.calibration_batches();
+  if (batches <= 0)
+    throw InvalidArgument(fmt::format("the model offers {} calibration batches", batches));
+  for (Index b = 0; b < batches; ++b) {
+    model.run(b, ModelWeights::kFloat, [&](Index layer, const MatrixFRef& x) {
+      const auto it = problems.find(layer);
+      if (it != problems.end()) it->second->add_batch(x);
+      return true;
+    });
+    if (progress &&
+        !progress(static_cast<double>(b + 1) / static_cast<double>(batches),
+                  fmt::format("float calibration: batch {}/{}", b + 1, batches)))
+      throw Cancelled();
+  }
+  return problems;
+}
+
 class Driver {
  public:
   Driver(QuantizableModel& model, const SequentialOptions& options, const ProgressFn& progress)
@@ -91,28 +127,15 @@ class Driver {
   }
 
   std::unique_ptr<LayerProblem> new_problem(Index layer) {
-    const MatrixF w = model_.float_weights(layer);
-    const auto& info = layers_[layer];
-    if (w.rows() != info.rows || w.cols() != info.cols)
-      throw InvalidArgument(fmt::format("float_weights('{}') is {}×{}, layers() says {}×{}",
-                                        info.name, w.rows(), w.cols(), info.rows, info.cols));
-    return std::make_unique<LayerProblem>(w);
+    return new_layer_problem(model_, layers_, layer);
   }
 
-  // One pass of the float model gathers every layer's statistics.
   void calibrate_one_shot() {
-    for (Index l = 0; l < static_cast<Index>(layers_.size()); ++l) problems_[l] = new_problem(l);
     const auto start = Clock::now();
-    for (Index b = 0; b < batches_; ++b) {
-      model_.run(b, ModelWeights::kFloat, [&](Index layer, const MatrixFRef& x) {
-        const auto it = problems_.find(layer);
-        if (it != problems_.end()) it->second->add_batch(x);
-        return true;
-      });
-      report(static_cast<double>(b + 1) / static_cast<double>(batches_) *
-                 static_cast<double>(layers_.size()),
-             fmt::format("one-shot calibration: batch {}/{}", b + 1, batches_));
-    }
+    problems_ = calibrate_on_float(model_, layers_, [&](double f, std::string_view message) {
+      report(f * static_cast<double>(layers_.size()), std::string(message));
+      return true;
+    });
     one_shot_seconds_ = seconds_since(start);
   }
 
@@ -232,6 +255,57 @@ ModelQuantization quantize_model(QuantizableModel& model, const SequentialOption
                                  const ProgressFn& progress) {
   options.validate();
   return Driver(model, options, progress).run();
+}
+
+SensitivityTable measure_model_sensitivity(QuantizableModel& model,
+                                           const SensitivityOptions& options,
+                                           const ProgressFn& progress) {
+  options.validate();
+  const std::vector<LinearLayerInfo> layers = model.layers();
+  validate_structure(layers, model.stages());
+  // Half the progress for the calibration pass, half for the measurements.
+  const auto half = [&](double offset) -> ProgressFn {
+    if (!progress) return {};
+    return [&progress, offset](double f, std::string_view m) {
+      return progress(offset + 0.5 * f, m);
+    };
+  };
+  auto problems = calibrate_on_float(model, layers, half(0.0));
+  std::vector<LayerSource> sources;
+  for (Index l = 0; l < static_cast<Index>(layers.size()); ++l) {
+    // Each source is asked once: it hands its problem over, so it is freed once measured.
+    std::shared_ptr<LayerProblem> problem = std::move(problems.at(l));
+    sources.push_back({layers[l].name, [problem] { return std::move(*problem); }});
+  }
+  return measure_sensitivity(sources, options, half(0.5));
+}
+
+std::function<RoundLayerOptions(const LinearLayerInfo&, const RoundLayerOptions&)> per_layer_bits(
+    const std::vector<std::string>& names, const std::vector<int>& bits) {
+  if (names.size() != bits.size())
+    throw InvalidArgument(fmt::format("per_layer_bits: {} names but {} bit widths", names.size(),
+                                      bits.size()));
+  std::map<std::string, int> by_name;
+  for (std::size_t i = 0; i < names.size(); ++i) by_name[names[i]] = bits[i];
+  return [by_name](const LinearLayerInfo& layer, const RoundLayerOptions& base) {
+    const auto it = by_name.find(layer.name);
+    if (it == by_name.end())
+      throw InvalidArgument(fmt::format("no bit width allocated to layer '{}'", layer.name));
+    RoundLayerOptions options = base;
+    options.grid = mixed_precision_grid(base.grid, it->second);
+    return options;
+  };
+}
+
+double bits_per_weight(const ModelQuantization& result) {
+  double bits = 0.0, weights = 0.0;
+  for (const auto& l : result.layers) {
+    const Grid& grid = l.quantized.grid;
+    const double n = static_cast<double>(grid.rows) * static_cast<double>(grid.cols);
+    bits += n * (grid.bits + grid.overhead_bits_per_weight());
+    weights += n;
+  }
+  return weights > 0.0 ? bits / weights : 0.0;
 }
 
 }  // namespace qround

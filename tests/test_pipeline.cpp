@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <limits>
+#include <set>
 #include <sstream>
 
 #include "model_test_data.hpp"
@@ -137,6 +140,75 @@ TEST(Pipeline, ProgressAndCancellationRestoreTheModel) {
                               [&](double f, std::string_view) { return ++calls < 6 || f < 0; }),
                Cancelled);
   for (int l = 0; l < 3; ++l) EXPECT_EQ(cancelled.current_[l], cancelled.float_[l]) << l;
+}
+
+// Mixed precision over a model: the sensitivities are the one-shot (float-calibrated) relative
+// losses, the chosen allocation fits its budget, more budget never predicts more loss, and the
+// driver quantizes each layer at its allocated width.
+TEST(Pipeline, MixedPrecisionAllocatesWithinTheBudget) {
+  ToyModel model(3);
+  SensitivityOptions so;
+  so.bits = {2, 3, 4, 8};
+  so.rounding = rtn(2).round;
+  const SensitivityTable table = measure_model_sensitivity(model, so);
+  ASSERT_EQ(table.names, (std::vector<std::string>{"A", "B", "C"}));
+  EXPECT_EQ(model.runs, 3);  // one float pass over the batches
+  for (std::size_t j = 0; j < table.bits.size(); ++j) {
+    ToyModel fresh(3);
+    SequentialOptions o = rtn(2);
+    o.round.grid = mixed_precision_grid(o.round.grid, table.bits[j]);
+    o.sequential = false;
+    const ModelQuantization one_shot = quantize_model(fresh, o);
+    for (Index i = 0; i < 3; ++i) {
+      const double expect = one_shot.layers[static_cast<std::size_t>(i)].quantized.report
+                                .relative_loss;
+      EXPECT_NEAR(table.sensitivity(i, static_cast<Index>(j)), expect, 1e-9 * expect + 1e-15)
+          << i << " " << table.bits[j];
+    }
+  }
+
+  const ParetoFront front = pareto_front(table);
+  const double lo = static_cast<double>(front.min_total_bits) / front.total_weights;
+  const double hi = static_cast<double>(front.max_total_bits) / front.total_weights;
+  double previous_loss = std::numeric_limits<double>::infinity();
+  for (int step = 0; step <= 20; ++step) {
+    const double budget = lo + (hi - lo) * step / 20.0;
+    const AllocationPoint& p = choose(front, Budget::bits_per_weight(budget));
+    EXPECT_LE(p.bits_per_weight, budget + 1e-12) << budget;
+    EXPECT_LE(p.loss, previous_loss) << budget;
+    previous_loss = p.loss;
+  }
+  EXPECT_THROW(choose(front, Budget::bits_per_weight(lo * 0.99)), InvalidArgument);
+  EXPECT_THROW(choose(front, Budget::bits_per_weight(hi * 1.01)), InvalidArgument);
+
+  // Halfway between the storage of every layer at 3 bits and every layer at 4 bits.
+  const double middle = 0.5 * static_cast<double>(table.cost_bits.col(1).sum() +
+                                                  table.cost_bits.col(2).sum()) /
+                        front.total_weights;
+  const AllocationPoint& chosen = choose(front, Budget::bits_per_weight(middle));
+  EXPECT_GT(std::set<int>(chosen.bits.begin(), chosen.bits.end()).size(), 1u);
+  SequentialOptions o = rtn(4);
+  o.per_layer = per_layer_bits(front.names, chosen.bits);
+  const ModelQuantization mixed = quantize_model(model, o);
+  double bits = 0.0;
+  for (std::size_t i = 0; i < 3; ++i) {
+    const Grid& g = mixed.layers[i].quantized.grid;
+    EXPECT_EQ(g.bits, chosen.bits[i]) << i;
+    EXPECT_EQ(g.symmetric, chosen.bits[i] == 8) << i;  // 8 bits is made symmetric
+    bits += static_cast<double>(table.cost_bits(static_cast<Index>(i),
+                                                std::find(table.bits.begin(), table.bits.end(),
+                                                          chosen.bits[i]) -
+                                                    table.bits.begin()));
+  }
+  EXPECT_NEAR(bits_per_weight(mixed), chosen.bits_per_weight, 1e-9);
+  EXPECT_NEAR(bits_per_weight(mixed), bits / front.total_weights, 1e-3);
+  EXPECT_LE(bits_per_weight(mixed), middle + 1e-9);
+  EXPECT_THROW(quantize_model(model, [&] {
+                 SequentialOptions bad = rtn(4);
+                 bad.per_layer = per_layer_bits({"A", "B"}, {2, 3});
+                 return bad;
+               }()),
+               InvalidArgument);
 }
 
 TEST(Pipeline, RejectsBadStructureAndOptions) {

@@ -40,6 +40,10 @@ LayerSource layer_source(std::string name, LayerProblem problem);
 using SensitivityFn =
     std::function<double(const std::string& name, int bits, const QuantizedLayer& layer)>;
 
+// The grid a candidate width is measured (and should be quantized) with: `spec` at `bits`, made
+// symmetric at 8 bits (asymmetric 8-bit codes do not fit int8).
+GridSpec mixed_precision_grid(GridSpec spec, int bits);
+
 struct SensitivityOptions {
   std::vector<int> bits = {2, 3, 4, 8};  // candidates; distinct, each 2..8
   // Method, grid (its `bits` is replaced by each candidate), iterations, seed, threads, params.

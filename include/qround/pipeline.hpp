@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "qround/mixed_precision.hpp"
 #include "qround/quantized.hpp"
 #include "qround/round_layer.hpp"
 #include "qround/types.hpp"
@@ -96,5 +97,22 @@ struct ModelQuantization {
 // cancellation) propagates.
 ModelQuantization quantize_model(QuantizableModel& model, const SequentialOptions& options,
                                  const ProgressFn& progress = {});
+
+// Mixed precision for a whole model: every layer's sensitivity at every candidate width, on
+// problems calibrated on the float model in one pass over the calibration batches (memory: one
+// in × in Hessian per layer, never the activations; each is freed once measured). Row i of the
+// table is layer i of model.layers().
+SensitivityTable measure_model_sensitivity(QuantizableModel& model,
+                                           const SensitivityOptions& options,
+                                           const ProgressFn& progress = {});
+
+// A SequentialOptions::per_layer hook giving layer names[i] bits[i] (e.g. a chosen
+// AllocationPoint over a SensitivityTable's names), on the grid measure_sensitivity measured it
+// with (mixed_precision_grid). Throws InvalidArgument for a layer it has no bits for.
+std::function<RoundLayerOptions(const LinearLayerInfo&, const RoundLayerOptions&)> per_layer_bits(
+    const std::vector<std::string>& names, const std::vector<int>& bits);
+
+// Storage of the quantized layers in bits per weight: codes plus scales and zero points.
+double bits_per_weight(const ModelQuantization& result);
 
 }  // namespace qround

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 
 namespace qround::cli {
 
@@ -114,4 +115,21 @@ bool wants_help(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) return true;
   return false;
 }
+std::vector<int> parse_bit_widths(const std::string& option, const std::string& text) {
+  std::vector<int> bits;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long b = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || b < 2 || b > 8)
+      throw UsageError(fmt::format("--{}: '{}' is not a bit width 2..8 (expected e.g. 2,3,4,8)",
+                                   option, item));
+    bits.push_back(static_cast<int>(b));
+  }
+  if (bits.empty())
+    throw UsageError(fmt::format("--{}: no bit widths given (expected e.g. 2,3,4,8)", option));
+  return bits;
+}
+
 }  // namespace qround::cli

@@ -47,6 +47,9 @@ class Args {
 }  // namespace qround::cli
 
 namespace qround::cli {
+// A comma-separated list of bit widths 2..8 given to --option (e.g. "2,3,4,8"); UsageError if
+// malformed.
+std::vector<int> parse_bit_widths(const std::string& option, const std::string& text);
 // True when the arguments ask for help (--help or -h anywhere).
 bool wants_help(int argc, char** argv);
 }  // namespace qround::cli

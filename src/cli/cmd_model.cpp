@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <string>
 
 #include "args.hpp"
@@ -24,6 +26,7 @@ constexpr const char* kHelp = R"(usage: qround model --model M.bin --tokenizer T
                     --eval TEXT [--eval-tokens N] [--method M] [--bits B] [--group-size G]
                     [--symmetric] [--scale-search S] [--iterations N] [--seed S] [--threads T]
                     [--one-shot] [--asymmetric-target] [--float-activations]
+                    [--mixed-budget BPW [--mixed-bits 2,3,4,8]]
                     [--dump-dequant DIR] [--out model.safetensors] [--quiet] [method options]
 
   --model              llama2.c checkpoint (legacy float32 format)
@@ -38,7 +41,11 @@ constexpr const char* kHelp = R"(usage: qround model --model M.bin --tokenizer T
   --asymmetric-target  sequential calibration targeting the float model's inputs
   --float-activations  run packed layers with float activations (default: int8 activations,
                        integer kernels — what integer inference computes)
-  --mixed-budget BPW   mixed precision (not available in this build)
+  --mixed-budget BPW   mixed precision instead of --bits: measure each layer's sensitivity at
+                       every --mixed-bits width (default 2,3,4,8) with the method, on the float
+                       model's calibration statistics; give each layer the width of the
+                       least-loss allocation whose storage (codes, scales, zero points) fits BPW
+                       bits per weight; then quantize sequentially with those widths
   --dump-dequant DIR   write DIR/NAME.npy with each layer's dequantized weights
   --out                packed layers, scales, zero points and grid metadata (safetensors)
 
@@ -64,7 +71,14 @@ int run_model(int argc, char** argv) {
   const int calib_tokens = args.take_int("calib-tokens", 4088, 1, 1 << 30);
   const int eval_tokens = args.take_int("eval-tokens", 0, 0, 1 << 30);
   SequentialOptions options;
-  const int bits = args.take_int("bits", 4, 2, 8);
+  const double mixed_budget =
+      args.take_double("mixed-budget", std::numeric_limits<double>::quiet_NaN());
+  const bool mixed = !std::isnan(mixed_budget);
+  const auto mixed_bits = args.take("mixed-bits");
+  if (mixed_bits && !mixed) throw UsageError("--mixed-bits needs --mixed-budget");
+  if (mixed && args.take("bits"))
+    throw UsageError("--bits and --mixed-budget exclude each other (use --mixed-bits)");
+  const int bits = mixed ? 4 : args.take_int("bits", 4, 2, 8);
   const int group_size = args.take_int("group-size", 32, 0, 1 << 30);
   options.round.grid = GridSpec::with_group_size(bits, group_size, args.take_flag("symmetric"));
   try {
@@ -81,14 +95,16 @@ int run_model(int argc, char** argv) {
   model::Llama2cAdapterOptions adapter_options;
   if (args.take_flag("float-activations"))
     adapter_options.compute = model::PackedCompute::kFloatActivations;
-  if (args.take("mixed-budget"))
-    throw UsageError("--mixed-budget needs mixed precision, which this build does not include");
   const auto dump_dir = args.take("dump-dequant");
   const auto out_path = args.take("out");
   const bool quiet = args.take_flag("quiet");
   options.round.params = args.take_rest();
+  SensitivityOptions sensitivity;
+  sensitivity.rounding = options.round;
+  if (mixed) sensitivity.bits = parse_bit_widths("mixed-bits", mixed_bits.value_or("2,3,4,8"));
   try {
     options.validate();
+    if (mixed) sensitivity.validate();
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }
@@ -101,10 +117,26 @@ int run_model(int argc, char** argv) {
                                              seq_len, eval_tokens);
 
   ProgressBar bar(quiet);
-  const model::EvalResult float_eval = model::evaluate(files.model, eval, nullptr, bar.callback());
-  bar.finish();
   model::Llama2cModel quantized = files.model;
   model::Llama2cQuantizable adapter(quantized, calib, adapter_options);
+  if (mixed) {
+    const SensitivityTable table = measure_model_sensitivity(adapter, sensitivity, bar.callback());
+    bar.finish();
+    const ParetoFront front = pareto_front(table);
+    const AllocationPoint* chosen = nullptr;
+    try {
+      chosen = &choose(front, Budget::bits_per_weight(mixed_budget));
+    } catch (const InvalidArgument& e) {
+      throw UsageError(fmt::format("--mixed-budget: {}", e.what()));
+    }
+    options.per_layer = per_layer_bits(front.names, chosen->bits);
+    fmt::print("mixed precision: {} front points; chosen {:.4f} bits/weight, predicted loss {:.6g}\n",
+               front.points.size(), chosen->bits_per_weight, chosen->loss);
+    for (std::size_t i = 0; i < front.names.size(); ++i)
+      fmt::print("  {:<20} {} bits\n", front.names[i], chosen->bits[i]);
+  }
+  const model::EvalResult float_eval = model::evaluate(files.model, eval, nullptr, bar.callback());
+  bar.finish();
   const ModelQuantization result = quantize_model(adapter, options, bar.callback());
   bar.finish();
   const model::EvalResult q_eval =
@@ -118,7 +150,7 @@ int run_model(int argc, char** argv) {
   if (out_path)
     io::save_quantized(*out_path, packed,
                        {{"method", to_string(options.round.method)},
-                        {"bits", std::to_string(bits)},
+                        {"bits", mixed ? std::string("mixed") : std::to_string(bits)},
                         {"group_size", std::to_string(group_size)},
                         {"source_model", paths.model}});
   if (dump_dir) {
@@ -131,7 +163,9 @@ int run_model(int argc, char** argv) {
   std::size_t calib_token_count = 0;
   for (const auto& w : calib) calib_token_count += w.size() - 1;
   fmt::print("{} {}, {} calibration, {} layers, {} calibration tokens, {} eval tokens\n",
-             to_string(options.round.method), grid_label(bits, group_size),
+             to_string(options.round.method),
+             mixed ? fmt::format("mixed ≤ {} bits/weight group {}", mixed_budget, group_size)
+                   : grid_label(bits, group_size),
              options.sequential ? (options.asymmetric_target ? "sequential (asymmetric target)"
                                                              : "sequential")
                                 : "one-shot",
@@ -153,6 +187,7 @@ int run_model(int argc, char** argv) {
              float_eval.perplexity, "-");
   fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10.4f}\n", "quantized", q_eval.nll,
              q_eval.perplexity, q_eval.kl);
+  fmt::print("bits per weight {:.4f} (codes, scales and zero points)\n", bits_per_weight(result));
   fmt::print("quantization {:.2f} s, evaluation {:.2f} s{}\n", result.seconds, q_eval.seconds,
              out_path ? fmt::format(", wrote {}", *out_path) : std::string());
   return 0;

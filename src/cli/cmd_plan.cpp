@@ -44,22 +44,6 @@ Sensitivity is each layer's relative reconstruction loss at that width; the fron
 1 runtime error, 2 usage error.
 )";
 
-std::vector<int> parse_bits(const std::string& text) {
-  std::vector<int> bits;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    const long b = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || b < 2 || b > 8)
-      throw UsageError(
-          fmt::format("--bits: '{}' is not a bit width 2..8 (expected e.g. 2,3,4,8)", item));
-    bits.push_back(static_cast<int>(b));
-  }
-  if (bits.empty()) throw UsageError("--bits: no bit widths given (expected e.g. 2,3,4,8)");
-  return bits;
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IoError(fmt::format("cannot open the manifest '{}'", path));
@@ -167,7 +151,7 @@ int run_plan(int argc, char** argv) {
   Args args(argc, argv);
   const std::string manifest = args.take_required("layers");
   SensitivityOptions options;
-  options.bits = parse_bits(args.take("bits").value_or("2,3,4,8"));
+  options.bits = parse_bit_widths("bits", args.take("bits").value_or("2,3,4,8"));
   const int group_size = args.take_int("group-size", 128, 0, 1 << 30);
   const bool symmetric = args.take_flag("symmetric");
   options.rounding.grid = GridSpec::with_group_size(4, group_size, symmetric);
