@@ -44,7 +44,39 @@ GridSpec GridSpec::with_group_size(int bits, int group_size, bool symmetric) {
   return spec;
 }
 
+GridSpec GridSpec::for_format(GgmlType type, ScaleSearch search) {
+  const GgmlTypeTraits& t = ggml_traits(type);
+  if (!t.quantized())
+    throw InvalidArgument(fmt::format("format {} is a float type: it has no grid", t.name));
+  GridSpec spec;
+  spec.format = type;
+  spec.bits = t.bits;
+  spec.symmetric = !t.has_offset;
+  spec.restricted = false;
+  spec.granularity = Granularity::kPerGroup;
+  spec.group_size = t.sub_block;
+  spec.search = search;
+  return spec;
+}
+
 void GridSpec::validate() const {
+  if (format) {
+    const GgmlTypeTraits& t = ggml_traits(*format);
+    if (!t.quantized())
+      throw InvalidArgument(fmt::format("format {} is a float type: it has no grid", t.name));
+    if (bits != t.bits || symmetric == t.has_offset || restricted ||
+        granularity != Granularity::kPerGroup || group_size != t.sub_block)
+      throw InvalidArgument(fmt::format(
+          "format {} stores {}-bit {} codes in groups of {}: got {} bits, {}{}, {} {}", t.name,
+          t.bits, t.has_offset ? "asymmetric" : "symmetric", t.sub_block, bits,
+          symmetric ? "symmetric" : "asymmetric", restricted ? " restricted" : "",
+          to_string(granularity), granularity == Granularity::kPerGroup ? group_size : 0));
+    if (search == ScaleSearch::kMse)
+      throw InvalidArgument(fmt::format("format {} takes the minmax or hessian scale search, not "
+                                        "mse",
+                                        t.name));
+    return;
+  }
   if (bits < 2 || bits > 8)
     throw InvalidArgument(fmt::format("bits = {} is out of range: expected 2..8", bits));
   // Codes live in int8 storage; asymmetric 8-bit codes span [0, 255] and would not fit.
@@ -97,6 +129,12 @@ void Grid::validate(Index expect_rows, Index expect_cols) const {
   if (zeros.rows() != rows || zeros.cols() != expect_groups)
     throw InvalidArgument(fmt::format("grid zero points are {}×{}, expected {}×{}", zeros.rows(),
                                       zeros.cols(), rows, expect_groups));
+  if (format) {
+    validate_format(expect_groups);
+    return;
+  }
+  if (offsets.size() != 0)
+    throw InvalidArgument("grid has offsets but no storage format");
   for (Index r = 0; r < rows; ++r)
     for (Index g = 0; g < expect_groups; ++g) {
       const float s = scales(r, g);
@@ -119,7 +157,99 @@ void Grid::validate(Index expect_rows, Index expect_cols) const {
   }
 }
 
+void Grid::validate_format(Index groups) const {
+  const GgmlTypeTraits& t = ggml_traits(*format);
+  if (!t.quantized())
+    throw InvalidArgument(fmt::format("grid format {} is a float type", t.name));
+  if (bits != t.bits || symmetric == t.has_offset || restricted || group_size != t.sub_block ||
+      granularity != Granularity::kPerGroup)
+    throw InvalidArgument(fmt::format("grid does not match format {} ({} bits, groups of {})",
+                                      t.name, t.bits, t.sub_block));
+  if (cols % t.block != 0)
+    throw InvalidArgument(fmt::format("format {} needs rows of a multiple of {} inputs: got {}",
+                                      t.name, t.block, cols));
+  if (exponent.size() != 0)
+    throw InvalidArgument(fmt::format("format {} cannot store a power exponent", t.name));
+  if (zeros.rows() != rows || zeros.cols() != groups || (zeros.array() != 0).any())
+    throw InvalidArgument(fmt::format("format {} grids keep integer zero points at 0", t.name));
+  Grid derived = *this;
+  derive_format_levels(derived);  // validates the stored parameters' shapes and ranges
+  for (Index r = 0; r < rows; ++r)
+    for (Index g = 0; g < groups; ++g) {
+      const float s = scales(r, g);
+      if (!std::isfinite(s) || s == 0.0f)
+        throw InvalidArgument(fmt::format("grid scale ({}, {}) = {} must be finite and nonzero",
+                                          r, g, s));
+      if (float_bits(s) != float_bits(derived.scales(r, g)) ||
+          (t.has_offset && float_bits(offsets(r, g)) != float_bits(derived.offsets(r, g))))
+        throw InvalidArgument(fmt::format(
+            "grid level parameters at ({}, {}) differ from what the stored {} parameters give",
+            r, g, t.name));
+    }
+}
+
+namespace {
+
+// The stored parameter matrix `m` must be rows × n with every value in [lo, hi].
+void check_stored(const MatrixI32& m, Index rows, Index n, std::int32_t lo, std::int32_t hi,
+                  const char* what, const char* format) {
+  if (m.rows() != rows || m.cols() != n)
+    throw InvalidArgument(fmt::format("{} stored {} are {}×{}, expected {}×{}", format, what,
+                                      m.rows(), m.cols(), rows, n));
+  for (Index r = 0; r < rows; ++r)
+    for (Index j = 0; j < n; ++j)
+      if (m(r, j) < lo || m(r, j) > hi)
+        throw InvalidArgument(fmt::format("{} stored {} ({}, {}) = {} outside [{}, {}]", format,
+                                          what, r, j, m(r, j), lo, hi));
+}
+void check_stored(const MatrixF& m, Index rows, Index n, const char* what, const char* format) {
+  if (m.rows() != rows || m.cols() != n)
+    throw InvalidArgument(fmt::format("{} stored {} are {}×{}, expected {}×{}", format, what,
+                                      m.rows(), m.cols(), rows, n));
+  for (Index r = 0; r < rows; ++r)
+    for (Index j = 0; j < n; ++j)
+      if (!std::isfinite(m(r, j)) || round_to_fp16(m(r, j)) != m(r, j))
+        throw InvalidArgument(fmt::format("{} stored {} ({}, {}) = {} is not a finite fp16 value",
+                                          format, what, r, j, m(r, j)));
+}
+
+}  // namespace
+
+void derive_format_levels(Grid& grid) {
+  if (!grid.format) throw InvalidArgument("derive_format_levels: the grid has no format");
+  const GgmlTypeTraits& t = ggml_traits(*grid.format);
+  const Index rows = grid.rows;
+  const Index groups = grid.cols / t.sub_block;
+  const Index blocks = grid.cols / t.block;
+  const FormatParams& p = grid.stored;
+  check_stored(p.d, rows, blocks, "d", t.name);
+  if (t.has_offset) check_stored(p.dmin, rows, blocks, t.super_block ? "dmin" : "m", t.name);
+  grid.scales.resize(rows, groups);
+  if (t.has_offset) grid.offsets.resize(rows, groups);
+  else grid.offsets.resize(0, 0);
+  if (!t.super_block) {
+    // 32-blocks: s = d, b = m (ggml: x·d + m).
+    grid.scales = p.d;
+    if (t.has_offset) grid.offsets = p.dmin;
+    return;
+  }
+  const Index per_super = t.block / t.sub_block;
+  const std::int32_t smax = (1 << t.scale_bits) - 1;
+  if (*grid.format == GgmlType::kQ6_K) check_stored(p.sc, rows, groups, -128, 127, "sc", t.name);
+  else check_stored(p.sc, rows, groups, 0, smax, "sc", t.name);
+  if (t.has_offset) check_stored(p.m, rows, groups, 0, smax, "m", t.name);
+  for (Index r = 0; r < rows; ++r)
+    for (Index g = 0; g < groups; ++g) {
+      const float d = p.d(r, g / per_super);
+      const std::int32_t sc = *grid.format == GgmlType::kQ3_K ? p.sc(r, g) - 32 : p.sc(r, g);
+      grid.scales(r, g) = d * static_cast<float>(sc);  // exact: fp16 × small integer
+      if (t.has_offset)
+        grid.offsets(r, g) = -(p.dmin(r, g / per_super) * static_cast<float>(p.m(r, g)));
+    }
+}
+
 double Grid::overhead_bits_per_weight() const {
+  if (format) return ggml_traits(*format).bits_per_weight() - bits;
   const double per_group = 16.0 + (symmetric ? 0.0 : bits) + 0.0;
   const double exps = exponent.size() == 0 ? 0.0 : 16.0 * static_cast<double>(rows);
   const double n = static_cast<double>(rows) * static_cast<double>(cols);

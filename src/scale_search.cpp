@@ -77,6 +77,7 @@ GroupFit search_group(const float* v, const double* imp, Index n, Index stride,
 
 Grid search(const MatrixFRef& w, const GridSpec& spec, const VectorD* importance) {
   spec.validate();
+  if (spec.format) return make_format_grid(w, spec, importance);
   if (w.rows() == 0 || w.cols() == 0)
     throw InvalidArgument(fmt::format("cannot build a grid for an empty {}×{} matrix", w.rows(),
                                       w.cols()));

@@ -5,13 +5,18 @@
 //   uniform symmetric   ŵ = s·q,          q ∈ [−2^(b−1), 2^(b−1)−1]   (restricted: ±(2^(b−1)−1))
 //   uniform asymmetric  ŵ = s·(q − z),    q ∈ [0, 2^b−1], integer z so that 0 is exact
 //   power (NUPES)       q = ⌊sign(w)|w|^a / s⌉ + z,   ŵ = sign(v)|v|^(1/a) with v = s·(q − z)
+//   storage format      ŵ = s·q (+ b),    q in the format's range, s and b derived exactly from the
+//                       parameters a ggml block stores (format.hpp); s may be negative (ggml's
+//                       q4_0 puts the −8 level on the side of the largest magnitude)
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "qround/error.hpp"
+#include "qround/format.hpp"
 #include "qround/types.hpp"
 
 namespace qround {
@@ -38,14 +43,34 @@ struct GridSpec {
   double mse_norm = 2.4;  // the p of the L_p error kMse scores
   int shrink_steps = 80;  // candidates p = 1 − i/100, i < shrink_steps
 
+  // A ggml storage format (format.hpp): bits, symmetry and the group (the format's sub-block)
+  // follow from it, the scale search chooses the stored parameters and freezes them at their
+  // exact stored values. Only kMinMax and kHessian searches apply (kMse is refused).
+  std::optional<GgmlType> format;
+
   // Convenience for the CLI convention: group_size 0 = per row, > 0 = per group.
   static GridSpec with_group_size(int bits, int group_size, bool symmetric = false);
+  // The spec of a ggml format (bits, symmetry, group size set from it).
+  static GridSpec for_format(GgmlType type, ScaleSearch search = ScaleSearch::kHessian);
 
   void validate() const;  // throws InvalidArgument naming the bad field
   std::int32_t qmin() const;
   std::int32_t qmax() const;
   // Consecutive inputs sharing one scale for a matrix with `cols` inputs.
   Index effective_group_size(Index cols) const;
+};
+
+// What the blocks of a format grid store (format.hpp), per row; Grid::scales and Grid::offsets
+// are derived from it by derive_format_levels() and must never be set on their own.
+//   32-blocks:  d (and m for q4_1 / q5_1) per block: rows × blocks, fp16 values held as float.
+//   K-quants:   d, dmin per super-block (rows × super-blocks), the integer sub-block scale `sc` and
+//               min `m` per sub-block (rows × sub-blocks) exactly as stored: q2_k 0..15 each,
+//               q4_k / q5_k 0..63 each, q3_k 0..63 (the level uses sc − 32), q6_k −128..127.
+struct FormatParams {
+  MatrixF d;        // fp16 values
+  MatrixF dmin;     // q4_1 / q5_1: m;  q2_k / q4_k / q5_k: dmin;  else empty
+  MatrixI32 sc;     // K-quants only
+  MatrixI32 m;      // q2_k / q4_k / q5_k only
 };
 
 struct Grid {
@@ -58,6 +83,11 @@ struct Grid {
   MatrixF scales;   // rows × groups, > 0
   MatrixI32 zeros;  // rows × groups; all 0 when symmetric
   VectorF exponent; // NUPES power a per row; empty = uniform (a = 1)
+  // Storage-format grids (GridSpec::format): the format, its stored parameters, and the real
+  // offset b per (row, group) of formats with offsets (empty otherwise). zeros are all 0 there.
+  std::optional<GgmlType> format;
+  FormatParams stored;
+  MatrixF offsets;
 
   std::int32_t qmin() const;
   std::int32_t qmax() const;
@@ -65,17 +95,27 @@ struct Grid {
   Index group_of(Index col) const { return col / group_size; }
   bool is_uniform() const { return exponent.size() == 0; }
   float power(Index row) const { return exponent.size() == 0 ? 1.0f : exponent[row]; }
+  bool has_offsets() const { return offsets.size() != 0; }
+  float offset(Index row, Index g) const { return has_offsets() ? offsets(row, g) : 0.0f; }
+  // The (real) code where the level is 0: z, or −b/s on a grid with offsets. Continuous methods
+  // work in code units t = w/s + zero_point; final levels always come from level().
+  float zero_point(Index row, Index g) const {
+    return has_offsets() ? -offsets(row, g) / scales(row, g) : static_cast<float>(zeros(row, g));
+  }
 
-  // Value of code q at (row, col).
+  // Value of code q at (row, col). On a format grid this is ggml's dequantization, bit for bit.
   float level(Index row, Index col, std::int32_t q) const {
     const Index g = group_of(col);
+    if (has_offsets()) return scales(row, g) * static_cast<float>(q) + offsets(row, g);
     const float v = scales(row, g) * static_cast<float>(q - zeros(row, g));
     const float a = power(row);
     if (a == 1.0f) return v;
     return std::copysign(std::pow(std::fabs(v), 1.0f / a), v);
   }
-  // Nearest code (round half away from zero, clamped) for weight w at (row, col).
+  // Nearest code (round half away from zero, clamped) for weight w at (row, col). On a format grid
+  // the nearest of the stored levels themselves (ties to the smaller code).
   std::int32_t code(Index row, Index col, float w) const {
+    if (format) return format_code(row, col, w);
     const Index g = group_of(col);
     const float a = power(row);
     const float t = a == 1.0f ? w : std::copysign(std::pow(std::fabs(w), a), w);
@@ -84,11 +124,40 @@ struct Grid {
     return static_cast<std::int32_t>(r < lo ? lo : (r > hi ? hi : r));
   }
 
-  // Throws InvalidArgument unless the grid is internally consistent and matches rows × cols.
+  // Throws InvalidArgument unless the grid is internally consistent and matches rows × cols; a
+  // format grid's scales and offsets must equal what its stored parameters give, bit for bit.
   void validate(Index expect_rows, Index expect_cols) const;
-  // Grid storage in bits per weight (scales as f16 and zero points as `bits`-bit, the usual packing).
+  // Grid storage in bits per weight (scales as f16 and zero points as `bits`-bit, the usual packing;
+  // a format grid: every byte of its blocks but the codes).
   double overhead_bits_per_weight() const;
+
+ private:
+  void validate_format(Index groups) const;
+  std::int32_t format_code(Index row, Index col, float w) const {
+    const Index g = group_of(col);
+    const float s = scales(row, g);
+    const float t = (w - offset(row, g)) / s;
+    const float lo = static_cast<float>(qmin()), hi = static_cast<float>(qmax());
+    const float r = std::round(t);
+    std::int32_t q = static_cast<std::int32_t>(r < lo ? lo : (r > hi ? hi : r));
+    // The division rounds: settle on the nearest stored level among the neighbours.
+    float best = std::fabs(w - level(row, col, q));
+    const std::int32_t q0 = q;
+    for (std::int32_t c : {q0 - 1, q0 + 1}) {
+      if (c < qmin() || c > qmax()) continue;
+      const float e = std::fabs(w - level(row, col, c));
+      if (e < best || (e == best && c < q)) {
+        best = e;
+        q = c;
+      }
+    }
+    return q;
+  }
 };
+
+// Fills grid.scales and grid.offsets from grid.stored exactly as ggml's dequantization computes
+// them (format.hpp); grid.format, rows, cols, group_size and the stored shapes must be set.
+void derive_format_levels(Grid& grid);
 
 // Nearest codes of W on the grid (out × in, int8 storage for every bit width).
 MatrixI8 quantize(const MatrixFRef& w, const Grid& grid);

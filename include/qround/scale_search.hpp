@@ -16,6 +16,14 @@ namespace qround {
 Grid make_grid(const MatrixFRef& w, const GridSpec& spec);
 Grid make_grid(const MatrixFRef& w, const GridSpec& spec, const VectorD& importance);
 
+// The grid of a ggml storage format (spec.format set; make_grid dispatches here): chooses the
+// stored parameters of every block (fp16 d / m / dmin, integer sub-block scales and mins) to
+// minimise the squared error of nearest rounding, weighted by `importance` (diag H) when given,
+// and freezes them at their exact stored values. Throws InvalidArgument when a row length is not
+// a whole number of the format's blocks, for non-finite weights, or when a block's range cannot be
+// stored in fp16.
+Grid make_format_grid(const MatrixFRef& w, const GridSpec& spec, const VectorD* importance);
+
 // The error a candidate grid scores under the spec's search metric (the quantity the search
 // minimises), summed over the whole matrix. Exposed so tests and callers can compare grids.
 double grid_search_error(const MatrixFRef& w, const Grid& grid, const GridSpec& spec,
