@@ -152,10 +152,10 @@ class Objective {
     const float lo = static_cast<float>(grid.qmin()), hi = static_cast<float>(grid.qmax());
     for (Index r = 0; r < rows_; ++r)
       for (Index c = 0; c < cols_; ++c) {
-        const Index g = grid.group_of(c);
         const float fl = static_cast<float>(std::floor(scaled_weight(r, c)));
+        const float z = grid.has_offsets() ? 0.0f : static_cast<float>(grid.zeros(r, grid.group_of(c)));
         // Far outside the grid the clamp decides; keep the value out there but representable.
-        base_(r, c) = std::clamp(fl + static_cast<float>(grid.zeros(r, g)), lo - 2.0f, hi + 1.0f);
+        base_(r, c) = std::clamp(fl + z, lo - 2.0f, hi + 1.0f);
       }
     if (mode_ == AdaRoundMode::kHessian) {
       const MatrixF hf = problem.hessian().cast<float>();
@@ -175,7 +175,7 @@ class Objective {
   Index tokens() const { return problem_.tokens(); }
   double baseline() const { return baseline_; }
 
-  // α so that the soft weight starts at the float weight: h(α) = w/s − ⌊w/s⌋.
+  // α so that the soft weight starts at the float weight: h(α) = t − ⌊t⌋ (t = scaled_weight).
   MatrixF initial_alpha() const {
     MatrixF alpha(rows_, cols_);
     for (Index r = 0; r < rows_; ++r)
@@ -186,11 +186,15 @@ class Objective {
     return alpha;
   }
 
-  // w/s, snapped to the nearest integer when within 1e-5 of it: the ends of a min-max range sit
-  // on grid points up to rounding, and ⌊·⌋ one below would clamp them with no gradient.
+  // w/s (an integer zero point is added after ⌊·⌋), or (w − b)/s — already in code units — on a
+  // format grid with offsets; snapped to the nearest integer when within 1e-5 of it: the ends of a
+  // min-max range sit on grid points up to rounding, and ⌊·⌋ one below would clamp them with no
+  // gradient.
   double scaled_weight(Index r, Index c) const {
-    const double x = static_cast<double>(problem_.weights()(r, c)) /
-                     static_cast<double>(grid_.scales(r, grid_.group_of(c)));
+    const Index g = grid_.group_of(c);
+    const double w = problem_.weights()(r, c);
+    const double s = grid_.scales(r, g);
+    const double x = grid_.has_offsets() ? (w - grid_.offsets(r, g)) / s : w / s;
     const double nearest = std::round(x);
     return std::fabs(x - nearest) < 1e-5 * std::max(1.0, std::fabs(x)) ? nearest : x;
   }
@@ -281,7 +285,7 @@ class Objective {
     for (Index r = 0; r < nb; ++r)
       for (Index g = 0; g < grid_.groups(); ++g) {
         const float s = grid_.scales(r0 + r, g);
-        const float z = static_cast<float>(grid_.zeros(r0 + r, g));
+        const float z = grid_.zero_point(r0 + r, g);  // soft weight s·(q − z)
         const Index c0 = g * grid_.group_size;
         const Index len = std::min(cols_, c0 + grid_.group_size) - c0;
         const Index i = r * cols_ + c0;

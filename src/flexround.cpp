@@ -55,6 +55,7 @@ class FlexRoundModel {
       : problem_(problem), grid_(grid), options_(options), loss_(problem),
         layout_{grid.groups(), grid.cols},
         learn_s1_(options.learn_s1 && grid.granularity != Granularity::kPerTensor),
+        offsets_(grid.has_offsets()),
         params_(MatrixF::Zero(grid.rows, layout_.size())) {}
 
   const RowLayout& layout() const { return layout_; }
@@ -83,12 +84,15 @@ class FlexRoundModel {
         const Index g = grid_.group_of(c);
         const float s1 = b.s1(k, g);
         const std::int32_t z = grid_.zeros(r, g);
-        const float x = w(r, c) / (s1 * std::exp(theta[layout_.s2() + c]) * s3);
+        // A format grid's offset b stays fixed: Ŵ = s1·q + b, x = (W − b) ⊘ (s1·S2·s3).
+        const float shifted = offsets_ ? w(r, c) - grid_.offsets(r, g) : w(r, c);
+        const float x = shifted / (s1 * std::exp(theta[layout_.s2() + c]) * s3);
         const float q = std::clamp(std::round(x) + static_cast<float>(z), lo, hi);
         const std::int32_t code = static_cast<std::int32_t>(q);
         b.x(k, c) = x;
         b.codes(k, c) = static_cast<std::int8_t>(code);
         b.w_hat(k, c) = s1 * static_cast<float>(code - z);
+        if (offsets_) b.w_hat(k, c) += grid_.offsets(r, g);
         b.delta(k, c) = b.w_hat(k, c) - w(r, c);
       }
     }
@@ -111,8 +115,9 @@ class FlexRoundModel {
       const float e = (t >= lo && t <= hi) ? -gw * b.s1(k, g) * x : 0.0f;
       grad[layout_.s2() + c] = e;
       g3 += e;
-      // ∂Ŵ/∂θ1 = Ŵ (direct) − s1·x (through the division).
-      g1[static_cast<size_t>(g)] += static_cast<double>(gw) * b.w_hat(k, c) + e;
+      // ∂Ŵ/∂θ1 = Ŵ − b (direct) − s1·x (through the division).
+      const float direct = offsets_ ? b.w_hat(k, c) - grid_.offsets(r, g) : b.w_hat(k, c);
+      g1[static_cast<size_t>(g)] += static_cast<double>(gw) * direct + e;
     }
     grad[layout_.s3()] = static_cast<float>(g3);
     if (learn_s1_)
@@ -148,6 +153,7 @@ class FlexRoundModel {
   detail::RowBlockLoss loss_;
   RowLayout layout_;
   bool learn_s1_;
+  bool offsets_;
   MatrixF params_;
   std::vector<detail::Adam> adam_;
   MatrixI8 best_codes_;
@@ -215,9 +221,18 @@ QuantizedLayer flexround(const LayerProblem& problem, const Grid& grid,
                            options.keep_best, options.threads, log, "flexround");
 
   QuantizedLayer out;
-  out.grid = grid;
-  out.grid.scales = model.best_scales();
   out.codes = model.best_codes();
+  if (grid.format) {
+    // The learned s1 back onto what the format can store; the guard below then keeps, per row,
+    // the best of the learned codes on that grid and RTN on it or on the starting grid.
+    out.grid = project_format_scales(grid, model.best_scales());
+    out.report.notes.push_back(fmt::format(
+        "learned scales projected onto the {} lattice (stored parameters re-quantized)",
+        to_string(*grid.format)));
+  } else {
+    out.grid = grid;
+    out.grid.scales = model.best_scales();
+  }
   detail::finish_learned_layer(out, problem, grid, "flexround", options.iterations, log);
   if (grid.granularity == Granularity::kPerTensor && options.learn_s1)
     out.report.notes.push_back("per-tensor grid: s1 kept fixed (only S2 and s3 were learned)");

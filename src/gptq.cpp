@@ -61,8 +61,22 @@ Factor factorize(const MatrixD& h, const GptqOptions& options) {
 }
 
 GridSpec per_row_spec(GridSpec spec) {
-  spec.granularity = Granularity::kPerRow;
+  if (!spec.format) spec.granularity = Granularity::kPerRow;  // a format keeps its own blocks
   return spec;
+}
+
+// Writes the format grid `g`, fitted on rows [r0, r0 + g.rows) and the one block of columns
+// starting at `col`, into `grid`.
+void place_format_block(Grid& grid, const Grid& g, Index r0, Index col) {
+  const GgmlTypeTraits& t = ggml_traits(*grid.format);
+  const Index rows = g.rows, sub = col / t.sub_block, blk = col / t.block;
+  const Index subs = g.groups(), blocks = g.cols / t.block;
+  grid.scales.block(r0, sub, rows, subs) = g.scales;
+  if (grid.has_offsets()) grid.offsets.block(r0, sub, rows, subs) = g.offsets;
+  grid.stored.d.block(r0, blk, rows, blocks) = g.stored.d;
+  if (g.stored.dmin.size()) grid.stored.dmin.block(r0, blk, rows, blocks) = g.stored.dmin;
+  if (g.stored.sc.size()) grid.stored.sc.block(r0, sub, rows, subs) = g.stored.sc;
+  if (g.stored.m.size()) grid.stored.m.block(r0, sub, rows, subs) = g.stored.m;
 }
 
 struct Prepared {
@@ -110,7 +124,8 @@ struct CoreResult {
   Grid grid;       // dynamic groups: over the processed order; otherwise the prepared grid
   Factor factor;
   // Loss on H (dead inputs fixed), from GPTQ's own errors: W − Ŵ = E·U and UᵀU = (H + λI)⁻¹ give
-  // ΔW (H + λI) ΔWᵀ = ‖E‖², so ΔW H ΔWᵀ = ‖E‖² − λ‖ΔW‖² at no extra cost.
+  // ΔW (H + λI) ΔWᵀ = ‖E‖², so ΔW H ΔWᵀ = ‖E‖² − λ‖ΔW‖² at no extra cost, row by row.
+  VectorD row_loss;
   double loss = 0.0;
 };
 
@@ -132,7 +147,11 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
   out.factor = factorize(hp, options);
   const MatrixF& u = out.factor.u;
 
-  const Index group = p.dynamic_groups ? spec.effective_group_size(n) : 0;
+  // Dynamic groups are refitted every `group` columns: the group itself, or a format's whole block
+  // (32 or a 256 super-block), whose stored parameters are chosen together.
+  const Index group = !p.dynamic_groups ? 0
+                      : spec.format     ? ggml_traits(*spec.format).block
+                                        : spec.effective_group_size(n);
   VectorD diag_p;  // importance of the processed columns, for Hessian-weighted group search
   if (p.dynamic_groups) {
     out.grid = p.grid;  // shape and metadata; scales/zeros are refitted group by group
@@ -154,8 +173,7 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
   out.codes.resize(m, n);
   const Index chunks = (m + kRowChunk - 1) / kRowChunk;
   const GridSpec group_spec = per_row_spec(spec);
-  std::vector<double> chunk_err2(static_cast<size_t>(chunks), 0.0);
-  std::vector<double> chunk_delta2(static_cast<size_t>(chunks), 0.0);
+  VectorD row_err2 = VectorD::Zero(m), row_delta2 = VectorD::Zero(m);
   MatrixF work = wp;  // updated in place by the lazy GEMMs; wp keeps the original weights
 
   // Blocks outside, row chunks inside: every chunk then reads the same U block while it is still
@@ -177,12 +195,15 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
           const Grid g = spec.search == ScaleSearch::kHessian
                              ? make_grid(wc.middleCols(j, len), group_spec, diag_p.segment(j, len))
                              : make_grid(wc.middleCols(j, len), group_spec);
-          out.grid.scales.block(r0, j / group, rows, 1) = g.scales;
-          out.grid.zeros.block(r0, j / group, rows, 1) = g.zeros;
+          if (spec.format)
+            place_format_block(out.grid, g, r0, j);
+          else {
+            out.grid.scales.block(r0, j / group, rows, 1) = g.scales;
+            out.grid.zeros.block(r0, j / group, rows, 1) = g.zeros;
+          }
         }
         const Index gc = grid_col(j);
         const float d = u(j, j);
-        double err2 = 0.0, delta2 = 0.0;
         for (Index r = 0; r < rows; ++r) {
           const float w = w1(r, i);
           const std::int32_t q = grid.code(r0 + r, gc, w);
@@ -191,11 +212,9 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
           const float e = (w - v) / d;
           err1(r, i) = e;
           const double delta = static_cast<double>(wp(r0 + r, j)) - v;
-          err2 += static_cast<double>(e) * e;
-          delta2 += delta * delta;
+          row_err2[r0 + r] += static_cast<double>(e) * e;
+          row_delta2[r0 + r] += delta * delta;
         }
-        chunk_err2[static_cast<size_t>(c)] += err2;
-        chunk_delta2[static_cast<size_t>(c)] += delta2;
         if (i + 1 < count)  // W1[:, i+1:] −= err ⊗ U[j, i+1:] (a rank-1 update)
           detail::gemm_sub(w1.data() + i + 1, count, err1.data() + i * rows, rows,
                            u.data() + j * n + j + 1, n, rows, count - i - 1, 1);
@@ -207,12 +226,10 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
     if (progress && !progress(static_cast<double>(i2) / static_cast<double>(n), "gptq"))
       throw Cancelled();
   }
-  double err2 = 0.0, delta2 = 0.0;
-  for (Index c = 0; c < chunks; ++c) {  // fixed order
-    err2 += chunk_err2[static_cast<size_t>(c)];
-    delta2 += chunk_delta2[static_cast<size_t>(c)];
-  }
-  out.loss = std::max(0.0, err2 - out.factor.damping * delta2);
+  out.row_loss.resize(m);
+  for (Index r = 0; r < m; ++r)
+    out.row_loss[r] = std::max(0.0, row_err2[r] - out.factor.damping * row_delta2[r]);
+  out.loss = out.row_loss.sum();
   return out;
 }
 
@@ -260,12 +277,12 @@ MatrixF folded_hessian(const MatrixD& h) {
   return out;
 }
 
-// Σ_i d_i H d_iᵀ over the rows of d, given folded_hessian(H): only tiles on and right of the
-// diagonal are multiplied (half the flops of a full product), in float through the GEMM kernel,
-// and the final dot products are summed in double in a fixed order. Used for the output energy and
-// the RTN loss, whose errors are not concentrated in H's small eigenvalues, so float products are
-// accurate to ~1e-6 relative.
-double quadratic_form_sum(const MatrixF& d, const MatrixF& folded, int threads) {
+// d_i H d_iᵀ for every row of d, given folded_hessian(H): only tiles on and right of the diagonal
+// are multiplied (half the flops of a full product), in float through the GEMM kernel, and each
+// row's dot products are summed in double. Used for the output energy and the RTN losses, whose
+// errors are not concentrated in H's small eigenvalues, so float products are accurate to ~1e-6
+// relative.
+VectorD quadratic_form_rows(const MatrixF& d, const MatrixF& folded, int threads) {
   const Index m = d.rows(), n = d.cols();
   const Index chunks = (m + kRowChunk - 1) / kRowChunk;
   MatrixF acc = MatrixF::Zero(m, n);  // becomes −Σ_J D[:, J] · folded[J, j0:]
@@ -280,18 +297,17 @@ double quadratic_form_sum(const MatrixF& d, const MatrixF& folded, int threads) 
                        rows, width, jb);
     }
   }
-  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+  VectorD out(m);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (Index c = 0; c < chunks; ++c) {
     const Index r0 = c * kRowChunk, rows = std::min(kRowChunk, m - r0);
-    double sum = 0.0;
-    for (Index r = r0; r < r0 + rows; ++r)
+    for (Index r = r0; r < r0 + rows; ++r) {
+      double sum = 0.0;
       for (Index j = 0; j < n; ++j) sum -= static_cast<double>(acc(r, j)) * d(r, j);
-    partial[static_cast<size_t>(c)] = sum;
+      out[r] = sum;
+    }
   }
-  double total = 0.0;
-  for (double v : partial) total += v;
-  return total;
+  return out;
 }
 
 double relative(double loss, double energy) {
@@ -299,31 +315,60 @@ double relative(double loss, double energy) {
   return loss == 0.0 ? 0.0 : std::numeric_limits<double>::infinity();
 }
 
-// The shared report fields. `w_hat` is the result in the original column order; RTN is measured
-// on `rtn_grid`.
-void fill_gptq_report(RoundingReport& report, const LayerProblem& problem, const GridSpec& spec,
-                      const MatrixF& w_hat, const Grid& rtn_grid, const CoreResult& core,
-                      const GptqOptions& options) {
+// Per-row losses of GPTQ's result and of RTN on the report's RTN grid, and the output energy.
+struct LossRows {
+  VectorD gptq, rtn;
+  double energy = 0.0;
+};
+
+LossRows loss_rows(const LayerProblem& problem, const MatrixF& w_hat, const MatrixF& w_rtn,
+                   const CoreResult& core, const GptqOptions& options) {
+  LossRows out;
+  if (problem.has_target()) {  // the target's terms: the problem's own (double) evaluation
+    out.gptq = problem.row_losses(w_hat);
+    out.rtn = problem.row_losses(w_rtn);
+    out.energy = problem.output_energy();
+    return out;
+  }
+  const MatrixF h = folded_hessian(problem.hessian());
+  const int threads = thread_count(options);
+  out.energy = quadratic_form_rows(problem.weights(), h, threads).sum();
+  out.gptq = core.row_loss;
+  out.rtn = quadratic_form_rows(w_rtn - problem.weights(), h, threads);
+  return out;
+}
+
+void fill_gptq_report(RoundingReport& report, const GridSpec& spec, const Grid& rtn_grid,
+                      const LossRows& rows) {
   report.method = "gptq";
   report.bits = rtn_grid.bits;
   report.group_size = rtn_grid.granularity == Granularity::kPerGroup ? rtn_grid.group_size : 0;
   report.symmetric = rtn_grid.symmetric;
   report.scale_search = to_string(spec.search);
-  const MatrixF w_rtn = fake_quant(problem.weights(), rtn_grid);
-  if (problem.has_target()) {  // the target's terms: the problem's own (double) evaluation
-    report.loss = problem.loss(w_hat);
-    report.loss_rtn = problem.loss(w_rtn);
-    report.relative_loss = problem.relative_loss(w_hat);
-    report.relative_loss_rtn = problem.relative_loss(w_rtn);
-    return;
-  }
-  const MatrixF h = folded_hessian(problem.hessian());
-  const int threads = thread_count(options);
-  const double energy = quadratic_form_sum(problem.weights(), h, threads);
-  report.loss = core.loss;
-  report.loss_rtn = quadratic_form_sum(w_rtn - problem.weights(), h, threads);
-  report.relative_loss = relative(report.loss, energy);
-  report.relative_loss_rtn = relative(report.loss_rtn, energy);
+  report.loss = rows.gptq.sum();
+  report.loss_rtn = rows.rtn.sum();
+  report.relative_loss = relative(report.loss, rows.energy);
+  report.relative_loss_rtn = relative(report.loss_rtn, rows.energy);
+}
+
+// Finishes a GPTQ layer: per row, RTN on `rtn_grid` replaces GPTQ's row where it is better
+// (options.rtn_guard: never worse than RTN), then the report's losses. Returns the rows replaced.
+int finish_gptq_layer(QuantizedLayer& out, const LayerProblem& problem, const GridSpec& spec,
+                       const Grid& rtn_grid, const CoreResult& core, const GptqOptions& options) {
+  const MatrixI8 rtn_codes = quantize(problem.weights(), rtn_grid);
+  const MatrixF w_rtn = dequantize(rtn_codes, rtn_grid);
+  LossRows rows = loss_rows(problem, out.dequantized(), w_rtn, core, options);
+  int replaced = 0;
+  if (options.rtn_guard)
+    for (Index r = 0; r < out.codes.rows(); ++r) {
+      if (!(rows.rtn[r] < rows.gptq[r])) continue;
+      out.codes.row(r) = rtn_codes.row(r);
+      copy_row_parameters(out.grid, rtn_grid, r);
+      rows.gptq[r] = rows.rtn[r];
+      ++replaced;
+    }
+  fill_gptq_report(out.report, spec, rtn_grid, rows);
+  return replaced;
 }
 
 }  // namespace
@@ -354,12 +399,15 @@ QuantizedLayer gptq(const LayerProblem& problem, const GridSpec& spec, const Gpt
   out.codes = unpermute_codes(core.codes, p.perm);
   out.grid = std::move(core.grid);
   const Grid rtn_grid = p.dynamic_groups ? make_grid(problem, spec) : out.grid;
-  fill_gptq_report(out.report, problem, spec, out.dequantized(), rtn_grid, core, options);
+  const int replaced = finish_gptq_layer(out, problem, spec, rtn_grid, core, options);
   if (p.dynamic_groups)
     out.report.notes.push_back(
         "dynamic groups: loss_rtn is RTN on make_grid(spec) of the original weights, not on "
         "GPTQ's own grid");
   add_factor_notes(out.report, core.factor, options, p.dead);
+  if (replaced > 0)
+    out.report.notes.push_back(fmt::format(
+        "{} of {} rows kept an RTN row (GPTQ's was not better)", replaced, out.codes.rows()));
   out.report.iterations = static_cast<int>(problem.cols());
   out.report.seconds = seconds_since(start);
   return out;
@@ -378,6 +426,11 @@ GptqIndexedLayer gptq_indexed(const LayerProblem& problem, const GridSpec& spec,
                               const GptqOptions& options, const ProgressFn& progress) {
   const auto start = std::chrono::steady_clock::now();
   check_inputs(problem, spec, options);
+  if (spec.format && options.act_order && !options.static_groups)
+    throw InvalidArgument(fmt::format(
+        "GPTQ act-order with dynamic groups cannot be stored in format {}: its blocks are runs of "
+        "consecutive inputs; use static groups",
+        to_string(*spec.format)));
   Prepared p = prepare(problem, spec, options);
   GptqIndexedLayer out;
   CoreResult core = run_core(problem, spec, options, p, progress);
@@ -392,7 +445,9 @@ GptqIndexedLayer gptq_indexed(const LayerProblem& problem, const GridSpec& spec,
     out.group_index[static_cast<size_t>(out.permutation[static_cast<size_t>(k)])] =
         static_cast<std::int32_t>(out.grid.group_of(k));
   const Grid rtn_grid = p.dynamic_groups ? make_grid(problem, spec) : out.grid;
-  fill_gptq_report(out.report, problem, spec, out.dequantized(), rtn_grid, core, options);
+  fill_gptq_report(out.report, spec, rtn_grid,
+                   loss_rows(problem, out.dequantized(), fake_quant(problem.weights(), rtn_grid),
+                             core, options));
   out.report.notes.push_back("loss_rtn is RTN on make_grid(spec) of the original weights");
   add_factor_notes(out.report, core.factor, options, p.dead);
   out.report.iterations = static_cast<int>(n);

@@ -248,6 +248,59 @@ void derive_format_levels(Grid& grid) {
     }
 }
 
+void copy_row_parameters(Grid& to, const Grid& from, Index row) {
+  if (to.rows != from.rows || to.cols != from.cols || to.groups() != from.groups() ||
+      to.format != from.format)
+    throw InvalidArgument("copy_row_parameters: the grids differ in shape or format");
+  to.scales.row(row) = from.scales.row(row);
+  to.zeros.row(row) = from.zeros.row(row);
+  if (from.has_offsets()) to.offsets.row(row) = from.offsets.row(row);
+  auto copy = [row](auto& dst, const auto& src) {
+    if (src.size() != 0) dst.row(row) = src.row(row);
+  };
+  copy(to.stored.d, from.stored.d);
+  copy(to.stored.dmin, from.stored.dmin);
+  copy(to.stored.sc, from.stored.sc);
+  copy(to.stored.m, from.stored.m);
+  if (to.exponent.size() == 0 && from.exponent.size() != 0) to.exponent = VectorF::Ones(to.rows);
+  if (to.exponent.size() != 0) to.exponent[row] = from.power(row);
+}
+
+Grid project_format_scales(const Grid& grid, const MatrixF& scales) {
+  if (!grid.format) throw InvalidArgument("project_format_scales: the grid has no format");
+  if (scales.rows() != grid.rows || scales.cols() != grid.groups())
+    throw InvalidArgument(fmt::format("project_format_scales: {}×{} scales for a grid of {}×{}",
+                                      scales.rows(), scales.cols(), grid.rows, grid.groups()));
+  const GgmlTypeTraits& t = ggml_traits(*grid.format);
+  Grid out = grid;
+  FormatParams& p = out.stored;
+  if (!t.super_block) {
+    for (Index r = 0; r < grid.rows; ++r)
+      for (Index g = 0; g < grid.groups(); ++g) {
+        const float d = round_to_fp16(scales(r, g));
+        if (std::isfinite(d) && d != 0.0f) p.d(r, g) = d;
+      }
+  } else {
+    // Stored sc range and the offset the level subtracts (q3_k stores sc − 32 + 32).
+    const bool q3 = *grid.format == GgmlType::kQ3_K, q6 = *grid.format == GgmlType::kQ6_K;
+    const std::int32_t lo = q6 ? -128 : 0, hi = q6 ? 127 : (1 << t.scale_bits) - 1;
+    const std::int32_t bias = q3 ? 32 : 0;
+    const Index per_super = t.block / t.sub_block;
+    for (Index r = 0; r < grid.rows; ++r)
+      for (Index g = 0; g < grid.groups(); ++g) {
+        const double d = p.d(r, g / per_super);
+        if (!std::isfinite(scales(r, g))) continue;
+        double n = std::round(static_cast<double>(scales(r, g)) / d);
+        if (n == 0.0) n = scales(r, g) * d >= 0.0 ? 1.0 : -1.0;  // a zero scale loses every level
+        const std::int32_t stored =
+            static_cast<std::int32_t>(std::clamp(n + bias, static_cast<double>(lo), static_cast<double>(hi)));
+        if (stored - bias != 0) p.sc(r, g) = stored;
+      }
+  }
+  derive_format_levels(out);
+  return out;
+}
+
 double Grid::overhead_bits_per_weight() const {
   if (format) return ggml_traits(*format).bits_per_weight() - bits;
   const double per_group = 16.0 + (symmetric ? 0.0 : bits) + 0.0;

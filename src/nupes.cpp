@@ -93,8 +93,18 @@ Candidate power_candidate(const MatrixF& w, const VectorF& a, const GridSpec& sp
   return out;
 }
 
+// NUPES levels are sign(v)|v|^(1/a): no ggml block stores an exponent.
+void refuse_format(const std::optional<GgmlType>& format) {
+  if (format)
+    throw InvalidArgument(fmt::format(
+        "nupes cannot round onto format {}: its power-function levels sign(v)|v|^(1/a) are not "
+        "among the levels a {} block can store; use nearest, gptq, adaround or flexround",
+        to_string(*format), to_string(*format)));
+}
+
 void require_nupes_spec(const GridSpec& spec, bool per_row) {
   spec.validate();
+  refuse_format(spec.format);
   if (!spec.symmetric)
     throw InvalidArgument("nupes grids are symmetric (the power function is odd): use a "
                           "symmetric grid spec (e.g. --symmetric)");
@@ -377,6 +387,7 @@ class NupesModel {
 // A symmetric grid with an explicit exponent per row (1 for a uniform grid).
 Grid power_grid_of(const LayerProblem& problem, const Grid& grid) {
   problem.require_calibration();
+  refuse_format(grid.format);
   grid.validate(problem.rows(), problem.cols());
   if (!grid.symmetric)
     throw InvalidArgument("nupes needs a symmetric grid (the power function is odd)");

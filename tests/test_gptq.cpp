@@ -155,8 +155,10 @@ ReferenceResult reference_gptq(const LayerProblem& problem, const GridSpec& spec
   return out;
 }
 
+// The reference algorithm's options (no RTN guard: its codes are compared one to one).
 GptqOptions options(bool act_order, bool static_groups, Index block) {
   GptqOptions o;
+  o.rtn_guard = false;
   o.act_order = act_order;
   o.static_groups = static_groups;
   o.block = block;

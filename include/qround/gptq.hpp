@@ -50,6 +50,9 @@ struct GptqOptions {
   bool act_order = false;       // process columns by descending H_jj
   bool static_groups = false;   // per-group grids fitted on the original weights up front
   int max_damping_retries = 4;  // each retry multiplies the damping by 10
+  // Per output row, keep RTN's codes (on the RTN grid of the report) where they give a lower loss,
+  // so the result is never worse than round-to-nearest. false: the reference algorithm's codes.
+  bool rtn_guard = true;
   int threads = 0;              // 0: OpenMP's default; the result never depends on it
 
   void validate() const;  // throws InvalidArgument naming the bad field

@@ -155,6 +155,16 @@ struct Grid {
   }
 };
 
+// Copies every parameter of `row` (scales, zero points, offsets, stored format parameters, exponent)
+// from `from` into `to`; both must have the same shape and format.
+void copy_row_parameters(Grid& to, const Grid& from, Index row);
+
+// A format grid whose scales move to `scales` (rows × groups, e.g. learned by FlexRound) as far as
+// the format can store them: 32-blocks round d to fp16; K-quants keep each super-block's d and
+// round the sub-block scale to the nearest storable integer (never to a zero scale). Offsets and
+// every other stored parameter are kept.
+Grid project_format_scales(const Grid& grid, const MatrixF& scales);
+
 // Fills grid.scales and grid.offsets from grid.stored exactly as ggml's dequantization computes
 // them (format.hpp); grid.format, rows, cols, group_size and the stored shapes must be set.
 void derive_format_levels(Grid& grid);

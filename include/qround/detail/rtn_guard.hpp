@@ -43,9 +43,7 @@ inline RtnGuardResult keep_rows_not_worse_than_rtn(const LayerProblem& problem,
       best[r] = rtn[r];
       replaced[static_cast<size_t>(r)] = true;
       codes.row(r) = rtn_codes.row(r);
-      grid.scales.row(r) = ref->scales.row(r);
-      grid.zeros.row(r) = ref->zeros.row(r);
-      if (grid.exponent.size() != 0) grid.exponent[r] = ref->power(r);
+      copy_row_parameters(grid, *ref, r);
     }
   }
   for (bool b : replaced) out.replaced += b ? 1 : 0;
