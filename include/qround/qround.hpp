@@ -6,6 +6,7 @@
 #include "qround/version.hpp"
 
 // Grids and the layer problem.
+#include "qround/ggml_codec.hpp"
 #include "qround/grid.hpp"
 #include "qround/problem.hpp"
 #include "qround/quantized.hpp"
