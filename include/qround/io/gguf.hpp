@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -79,6 +80,7 @@ class GgufValue {
 
   template <typename T>
   const T& get() const {
+    static_assert(!std::is_same_v<T, bool>, "use get_bool(): vector<bool> holds no bool objects");
     if (is_array_ || !std::holds_alternative<std::vector<T>>(values_)) mismatch(false);
     return std::get<std::vector<T>>(values_).front();
   }
