@@ -8,7 +8,8 @@
 # Environment: QROUND_ENGINE_CACHE (default ~/.cache/qround-engine) holds the npm install;
 # QROUND_BUILD_DIR (default build/interop) is a qround build with the tests on (configured and
 # built here when its tools are missing). If the engine cannot be installed or the harness cannot
-# be built this FAILS (exit 1) — it never skips. Prints one line per check, then "N passed, N failed".
+# be built this FAILS (exit 1): it never skips. Prints one line per check, then "N passed, N
+# failed"; any failed check makes the exit status non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
