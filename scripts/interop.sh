@@ -132,6 +132,24 @@ check_layer_dir() {
   rm -rf "$out"
 }
 
+# Metadata of every GGUF value type and tensors of five types in one qround file: llama.cpp's gguf
+# reader must see exactly the keys, types, values, shapes and offsets qround's reader sees.
+check_container() {
+  local work=$1 diffs
+  if ! "$WRITE_LAYER" metadata "$work/all.gguf" >"$work/qround.txt" 2>"$work/werr"; then
+    fail "container: qround could not write the file: $(cat "$work/werr")"
+  elif ! "$ENGINE_CHECK" info "$work/all.gguf" >"$work/engine.txt" 2>"$work/eerr"; then
+    fail "container: llama.cpp cannot read it: $(tail -n 2 "$work/eerr")"
+  elif ! diffs=$(diff "$work/qround.txt" "$work/engine.txt"); then
+    fail "container: llama.cpp reads it differently: $(echo "$diffs" | head -n 6 | tr '\n' ' ')"
+  elif ! "$ENGINE_CHECK" dequant "$work/all.gguf" "$work" >/dev/null 2>"$work/eerr"; then
+    fail "container: llama.cpp cannot dequantize its tensors: $(tail -n 2 "$work/eerr")"
+  else
+    pass "container: llama.cpp's reader sees qround's $(grep -c '^kv' "$work/engine.txt") keys" \
+         "(every value type) and $(grep -c '^tensor' "$work/engine.txt") tensors exactly"
+  fi
+}
+
 main() {
   install_engine
   build_harness
@@ -139,6 +157,9 @@ main() {
   WORK=$(mktemp -d)
   trap 'rm -rf "$WORK"' EXIT
   local work=$WORK
+
+  mkdir -p "$work/container"
+  check_container "$work/container"
 
   # Float-typed layers written by qround's GGUF writer: wide synthetic ones and real layers.
   local sources=("synthetic:64x4096:1" "synthetic:3x96:2")

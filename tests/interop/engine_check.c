@@ -7,6 +7,9 @@
  *   engine_check quantize TYPE IN ROWS COLS [IMATRIX] OUT.f32
  *       ggml_quantize_chunk (importance weights: one float per column) then to_float; prints the
  *       seconds the quantizer took
+ *   engine_check info FILE.gguf
+ *       what llama.cpp's gguf reader sees: one line per key ("kv KEY TYPE VALUE", arrays "kv KEY 9
+ *       ELEMTYPE N V…"; floats in %a, exact) and per tensor ("tensor NAME TYPE NE0..NE3 OFFSET")
  *   engine_check compare A B
  *       bitwise comparison of two float32 arrays; prints the number of differing floats and exits
  *       1 when any differ
@@ -163,6 +166,82 @@ static int cmd_dequant(const char* path, const char* outdir) {
   return 0;
 }
 
+/* Element i of a numeric GGUF array or scalar at `p`, printed exactly. */
+static void print_number(enum gguf_type type, const void* p, size_t i) {
+  switch (type) {
+    case GGUF_TYPE_UINT8:
+      printf(" %u", (unsigned)((const uint8_t*)p)[i]);
+      break;
+    case GGUF_TYPE_INT8:
+      printf(" %d", (int)((const int8_t*)p)[i]);
+      break;
+    case GGUF_TYPE_UINT16:
+      printf(" %u", (unsigned)((const uint16_t*)p)[i]);
+      break;
+    case GGUF_TYPE_INT16:
+      printf(" %d", (int)((const int16_t*)p)[i]);
+      break;
+    case GGUF_TYPE_UINT32:
+      printf(" %u", ((const uint32_t*)p)[i]);
+      break;
+    case GGUF_TYPE_INT32:
+      printf(" %d", ((const int32_t*)p)[i]);
+      break;
+    case GGUF_TYPE_FLOAT32:
+      printf(" %a", (double)((const float*)p)[i]);
+      break;
+    case GGUF_TYPE_BOOL:
+      printf(" %d", (int)((const uint8_t*)p)[i]);
+      break;
+    case GGUF_TYPE_UINT64:
+      printf(" %llu", (unsigned long long)((const uint64_t*)p)[i]);
+      break;
+    case GGUF_TYPE_INT64:
+      printf(" %lld", (long long)((const int64_t*)p)[i]);
+      break;
+    case GGUF_TYPE_FLOAT64:
+      printf(" %a", ((const double*)p)[i]);
+      break;
+    default:
+      die("unexpected GGUF type %d", (int)type);
+  }
+}
+
+static int cmd_info(const char* path) {
+  struct gguf_init_params params = {true, NULL};
+  struct gguf_context* ctx = gguf_init_from_file(path, params);
+  if (!ctx) die("llama.cpp's gguf reader refused '%s'", path);
+  printf("version %u alignment %zu\n", gguf_get_version(ctx), gguf_get_alignment(ctx));
+  for (int64_t k = 0; k < gguf_get_n_kv(ctx); ++k) {
+    const enum gguf_type type = gguf_get_kv_type(ctx, k);
+    printf("kv %s %d", gguf_get_key(ctx, k), (int)type);
+    if (type == GGUF_TYPE_ARRAY) {
+      const enum gguf_type et = gguf_get_arr_type(ctx, k);
+      const size_t n = gguf_get_arr_n(ctx, k);
+      printf(" %d %zu", (int)et, n);
+      for (size_t i = 0; i < n; ++i) {
+        if (et == GGUF_TYPE_STRING)
+          printf(" %s", gguf_get_arr_str(ctx, k, i));
+        else
+          print_number(et, gguf_get_arr_data(ctx, k), i);
+      }
+    } else if (type == GGUF_TYPE_STRING) {
+      printf(" %s", gguf_get_val_str(ctx, k));
+    } else {
+      print_number(type, gguf_get_val_data(ctx, k), 0);
+    }
+    printf("\n");
+  }
+  for (int64_t i = 0; i < gguf_get_n_tensors(ctx); ++i) {
+    const int64_t* ne = gguf_get_tensor_ne(ctx, i);
+    printf("tensor %s %d %lld %lld %lld %lld %zu\n", gguf_get_tensor_name(ctx, i),
+           (int)gguf_get_tensor_type(ctx, i), (long long)ne[0], (long long)ne[1], (long long)ne[2],
+           (long long)ne[3], gguf_get_tensor_offset(ctx, i));
+  }
+  gguf_free(ctx);
+  return 0;
+}
+
 static double now_seconds(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -225,7 +304,7 @@ static int cmd_compare(const char* a_path, const char* b_path) {
 }
 
 int main(int argc, char** argv) {
-  if (argc < 2) die("usage: engine_check dequant|quantize|compare ...");
+  if (argc < 2) die("usage: engine_check dequant|info|quantize|compare ...");
   ggml_log_set(quiet_log, NULL);
   const char* dir = getenv("QROUND_ENGINE_LIBDIR");
   ggml_backend_load_all_from_path(dir && *dir ? dir : ENGINE_LIBDIR);
@@ -235,7 +314,9 @@ int main(int argc, char** argv) {
     return cmd_quantize(argv[2], argv[3], argv[4], argv[5], argc == 8 ? argv[6] : NULL,
                         argv[argc - 1]);
   if (strcmp(cmd, "compare") == 0 && argc == 4) return cmd_compare(argv[2], argv[3]);
-  die("usage: engine_check dequant FILE.gguf OUTDIR | quantize TYPE IN ROWS COLS [IMATRIX] OUT.f32"
+  if (strcmp(cmd, "info") == 0 && argc == 3) return cmd_info(argv[2]);
+  die("usage: engine_check dequant FILE.gguf OUTDIR | info FILE.gguf | quantize TYPE IN ROWS COLS "
+      "[IMATRIX] OUT.f32"
       " | compare A B");
   return 2;
 }

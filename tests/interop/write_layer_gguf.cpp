@@ -7,6 +7,9 @@
 //   write_layer_gguf f32|f16|bf16 SOURCE DIR
 //     SOURCE: an .npy matrix, or synthetic:ROWSxCOLS:SEED (normal values at scales from 2^-30 to
 //     2^20, with ±0, subnormals, fp16-overflowing values and exact ties for the rounding)
+//   write_layer_gguf metadata OUT.gguf
+//     a file with metadata of every GGUF value type and tensors of five ggml types (opaque bytes);
+//     prints what qround's reader sees, in the format of `engine_check info`, for the comparison
 //   write_layer_gguf importance COLS SEED OUT.npy
 //     a 1 × COLS row of positive importance weights (mean x², as llama.cpp's imatrix holds)
 #include <cmath>
@@ -14,6 +17,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "qround/detail/rng.hpp"
@@ -52,6 +57,89 @@ MatrixF synthetic(const std::string& spec) {
   return m;
 }
 
+// One value, as engine_check prints it (floats in %a: exact).
+void print_value(const qround::io::GgufValue& v) {
+  std::visit(
+      [](const auto& values) {
+        using T = typename std::decay_t<decltype(values)>::value_type;
+        for (const auto& x : values) {
+          if constexpr (std::is_same_v<T, std::string>)
+            std::printf(" %s", x.c_str());
+          else if constexpr (std::is_floating_point_v<T>)
+            std::printf(" %a", static_cast<double>(x));
+          else if constexpr (std::is_signed_v<T>)
+            std::printf(" %lld", static_cast<long long>(x));
+          else
+            std::printf(" %llu", static_cast<unsigned long long>(x));
+        }
+      },
+      v.storage());
+}
+
+int write_metadata_file(const std::string& path) {
+  using qround::io::GgufValue;
+  qround::io::GgufFile f;
+  qround::io::set_standard_metadata(f, "qround-test");
+  f.set("t.u8", GgufValue::scalar<std::uint8_t>(255));
+  f.set("t.i8", GgufValue::scalar<std::int8_t>(-128));
+  f.set("t.u16", GgufValue::scalar<std::uint16_t>(65535));
+  f.set("t.i16", GgufValue::scalar<std::int16_t>(-32768));
+  f.set("t.u32", GgufValue::scalar<std::uint32_t>(4294967295u));
+  f.set("t.i32", GgufValue::scalar<std::int32_t>(-2147483647 - 1));
+  f.set("t.f32", GgufValue::scalar<float>(-1.17549435e-38f));
+  f.set("t.bool", GgufValue::scalar<bool>(true));
+  f.set("t.str", GgufValue::string("token\xe2\x96\x81"));
+  f.set("t.u64", GgufValue::scalar<std::uint64_t>(18446744073709551615ull));
+  f.set("t.i64", GgufValue::scalar<std::int64_t>(-9223372036854775807ll - 1));
+  f.set("t.f64", GgufValue::scalar<double>(1e-310));
+  f.set("a.u8", GgufValue::array<std::uint8_t>({0, 1, 255}));
+  f.set("a.i16", GgufValue::array<std::int16_t>({-7, 8}));
+  f.set("a.f32", GgufValue::array<float>({1.5f, -0.0f, 3e38f}));
+  f.set("a.bool", GgufValue::array<bool>({true, false, true}));
+  f.set("a.str", GgufValue::array<std::string>({"x", "yz", "<s>"}));
+  f.set("a.i64", GgufValue::array<std::int64_t>({-5, 6}));
+  f.set("a.f64", GgufValue::array<double>({3.25, -1e300}));
+  f.set("a.empty", GgufValue::array<std::int32_t>({}));
+  struct T {
+    const char* name;
+    GgmlType type;
+    std::vector<std::int64_t> shape;
+  };
+  const T tensors[] = {{"f32", GgmlType::kF32, {5, 3}},
+                       {"f16", GgmlType::kF16, {7, 2, 2}},
+                       {"bf16", GgmlType::kBF16, {3}},
+                       {"blk.0.q4_0", GgmlType::kQ4_0, {64, 3}},
+                       {"blk.0.q4_k", GgmlType::kQ4_K, {512, 2, 1, 2}}};
+  qround::detail::Rng rng(5);
+  for (const T& t : tensors) {
+    std::uint64_t rows = 1;
+    for (std::size_t d = 1; d < t.shape.size(); ++d) rows *= static_cast<std::uint64_t>(t.shape[d]);
+    std::vector<unsigned char> bytes(
+        qround::ggml_row_bytes(t.type, static_cast<std::uint64_t>(t.shape[0])) * rows);
+    // Opaque bytes; fp16 scales are kept finite so every type dequantizes to numbers.
+    for (auto& b : bytes) b = static_cast<unsigned char>(rng.next() & 0x3b);
+    f.add_tensor(t.name, t.type, t.shape, bytes.data(), bytes.size());
+  }
+  qround::io::write_gguf(path, f);
+
+  const qround::io::GgufFile r = qround::io::read_gguf(path);
+  std::printf("version %u alignment %u\n", r.version, r.alignment());
+  for (const auto& [key, value] : r.metadata()) {
+    std::printf("kv %s %u", key.c_str(), static_cast<unsigned>(value.type()));
+    if (value.is_array())
+      std::printf(" %u %zu", static_cast<unsigned>(value.element_type()), value.size());
+    print_value(value);
+    std::printf("\n");
+  }
+  for (const auto& t : r.tensors()) {
+    std::printf("tensor %s %u", t.name.c_str(), static_cast<unsigned>(t.type));
+    for (std::size_t d = 0; d < 4; ++d)
+      std::printf(" %lld", static_cast<long long>(d < t.shape.size() ? t.shape[d] : 1));
+    std::printf(" %llu\n", static_cast<unsigned long long>(t.offset));
+  }
+  return 0;
+}
+
 int write_importance(const char* cols_s, const char* seed_s, const char* out) {
   const long cols = std::atol(cols_s);
   if (cols <= 0)
@@ -66,9 +154,10 @@ int write_importance(const char* cols_s, const char* seed_s, const char* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 5 && std::string(argv[1]) == "importance") {
+  if ((argc == 5 && std::string(argv[1]) == "importance") ||
+      (argc == 3 && std::string(argv[1]) == "metadata")) {
     try {
-      return write_importance(argv[2], argv[3], argv[4]);
+      return argc == 3 ? write_metadata_file(argv[2]) : write_importance(argv[2], argv[3], argv[4]);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "write_layer_gguf: %s\n", e.what());
       return 1;
@@ -77,6 +166,7 @@ int main(int argc, char** argv) {
   if (argc != 4) {
     std::fprintf(stderr,
                  "usage: write_layer_gguf f32|f16|bf16 SOURCE.npy|synthetic:RxC:SEED DIR\n"
+                 "       write_layer_gguf metadata OUT.gguf\n"
                  "       write_layer_gguf importance COLS SEED OUT.npy\n");
     return 2;
   }
