@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything and runs the whole ctest suite. With CI=true it also builds the unit tests
-# under AddressSanitizer + UndefinedBehaviorSanitizer and runs them again.
+# under AddressSanitizer + UndefinedBehaviorSanitizer and runs them again, and runs the real-engine
+# check (scripts/interop.sh: stock llama.cpp reads qround's GGUF files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -25,6 +26,12 @@ if ./build/test/qround info 2>/dev/null | grep -q '^isa'; then
         --gtest_filter='PackedMatrix*:Qgemm*:ActivationQuantizer*:Dispatch*:Check*:*/QgemmIsa*:*/PackRoundTrip*:Dense*'
     fi
   done
+fi
+
+if [ "${CI:-}" = "true" ]; then
+  # Stock llama.cpp reads qround's GGUF files (installs the pinned engine once; fails loudly).
+  echo "== real-engine check (scripts/interop.sh)"
+  QROUND_BUILD_DIR=build/test scripts/interop.sh
 fi
 
 if [ "${CI:-}" = "true" ]; then

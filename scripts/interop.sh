@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The real-engine check: stock llama.cpp (the prebuilt linux-x64 libraries of the npm package
+# node-llama-cpp, pinned, see /work/shared/ENGINE.md) reads the GGUF files qround writes and its own
+# dequantization must equal qround's simulated weights bit for bit.
+#
+#   scripts/interop.sh            installs what is missing, builds the harness, runs every check
+#
+# Environment: QROUND_ENGINE_CACHE (default ~/.cache/qround-engine) holds the npm install;
+# QROUND_BUILD_DIR (default build/interop) is a qround build with the tests on (configured and
+# built here when its tools are missing). If the engine cannot be installed or the harness cannot
+# be built this FAILS (exit 1): it never skips. Prints one line per check, then "N passed, N
+# failed"; any failed check makes the exit status non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/common.sh
+
+ENGINE_VERSION=3.21.1
+CACHE=${QROUND_ENGINE_CACHE:-$HOME/.cache/qround-engine}
+BUILD=${QROUND_BUILD_DIR:-build/interop}
+DATA=${QROUND_DATA_DIR:-../shared/data}
+LIBDIR=$CACHE/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64
+BUNDLE=$CACHE/node_modules/node-llama-cpp/llama/gitRelease.bundle
+HARNESS=$BUILD/interop-engine  # extracted headers and the compiled engine_check
+ENGINE_CHECK=$HARNESS/engine_check
+WRITE_LAYER=$BUILD/tests/write_layer_gguf
+
+die() {
+  echo "interop: FAILED: $*" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+}
+
+# ---- stock llama.cpp --------------------------------------------------------------------------
+installed_version() {  # the version of an installed npm package in the cache, or nothing
+  local pkg=$CACHE/node_modules/$1/package.json
+  [ -f "$pkg" ] && node -e "process.stdout.write(require(process.argv[1]).version)" "$pkg" || true
+}
+
+# Debian packages for the commands that are missing (a node from elsewhere, e.g. NodeSource, that
+# bundles npm is used as it is: Debian's npm would conflict with it).
+install_commands() {
+  local cmd pkg missing=()
+  for cmd in node:nodejs npm:npm gcc:gcc git:git; do
+    command -v "${cmd%%:*}" >/dev/null || missing+=("${cmd#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  (qround_install_packages "${missing[@]}") || die "cannot install Debian packages: ${missing[*]}"
+  for cmd in node npm gcc git; do
+    command -v "$cmd" >/dev/null || die "'$cmd' is still missing after installing ${missing[*]}"
+  done
+}
+
+install_engine() {
+  install_commands
+  if [ "$(installed_version node-llama-cpp)" = "$ENGINE_VERSION" ] &&
+     [ "$(installed_version @node-llama-cpp/linux-x64)" = "$ENGINE_VERSION" ] &&
+     [ -f "$BUNDLE" ] && [ -d "$LIBDIR" ]; then
+    return 0
+  fi
+  echo "installing node-llama-cpp@$ENGINE_VERSION (linux-x64 binaries only) into $CACHE"
+  mkdir -p "$CACHE"
+  [ -f "$CACHE/package.json" ] ||
+    echo '{"name":"qround-engine","version":"1.0.0","private":true}' >"$CACHE/package.json"
+  # --ignore-scripts: no postinstall download/build; --omit=optional: no GPU or other-arch packages.
+  (cd "$CACHE" && npm install --save-exact --ignore-scripts --no-audit --no-fund --omit=optional \
+     "node-llama-cpp@$ENGINE_VERSION" "@node-llama-cpp/linux-x64@$ENGINE_VERSION") ||
+    die "npm could not install node-llama-cpp@$ENGINE_VERSION into $CACHE"
+  [ "$(installed_version node-llama-cpp)" = "$ENGINE_VERSION" ] ||
+    die "node-llama-cpp in $CACHE is not version $ENGINE_VERSION after npm install"
+  [ -d "$LIBDIR" ] || die "the prebuilt libraries are missing: $LIBDIR"
+  [ -f "$BUNDLE" ] || die "the source bundle is missing: $BUNDLE"
+}
+
+build_harness() {
+  local stamp=$HARNESS/stamp want
+  want="$ENGINE_VERSION $LIBDIR $(cksum <tests/interop/engine_check.c)"
+  if [ -x "$ENGINE_CHECK" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  rm -rf "$HARNESS"
+  mkdir -p "$HARNESS"
+  # The release's own headers (ggml/include, include) from the git bundle inside the package.
+  git clone -q --no-checkout "$BUNDLE" "$HARNESS/src" || die "cannot clone $BUNDLE"
+  git -C "$HARNESS/src" checkout -q HEAD -- ggml/include include ||
+    die "cannot extract the headers from $BUNDLE"
+  gcc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -Werror \
+      -I"$HARNESS/src/ggml/include" -I"$HARNESS/src/include" -DENGINE_LIBDIR="\"$LIBDIR\"" \
+      tests/interop/engine_check.c -o "$ENGINE_CHECK" \
+      -L"$LIBDIR" -l:libggml.v0.4.0.so -l:libggml-base.so -Wl,-rpath,"$LIBDIR" ||
+    die "cannot compile tests/interop/engine_check.c against the bundled llama.cpp headers"
+  echo "$want" >"$stamp"
+}
+
+build_qround_tools() {
+  if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+    cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQROUND_BUILD_TESTS=ON \
+          -DQROUND_BUILD_BENCH=OFF -DQROUND_BUILD_EXAMPLES=OFF -DQROUND_BUILD_CLI=ON >/dev/null ||
+      die "cannot configure qround in $BUILD"
+  fi
+  cmake --build "$BUILD" -j "$(qround_jobs)" --target write_layer_gguf qround_cli >/dev/null ||
+    die "cannot build qround's tools in $BUILD"
+}
+
+# ---- checks ---------------------------------------------------------------------------------
+PASSED=0
+FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "PASS  $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL  $*"; }
+
+# Compares llama.cpp's dequantization of DIR/layer.gguf (one tensor) with DIR/dequant.npy, the
+# weights qround simulated: same shape, every float the same bits.
+check_layer_dir() {
+  local dir=$1 label=${2:-$1} out info files result
+  out=$(mktemp -d)
+  if ! info=$("$ENGINE_CHECK" dequant "$dir/layer.gguf" "$out" 2>"$out/stderr"); then
+    fail "$label: llama.cpp cannot read layer.gguf: $(tail -n 2 "$out/stderr")"
+    rm -rf "$out"
+    return
+  fi
+  files=("$out"/*.f32)
+  if [ "${#files[@]}" -ne 1 ] || [ ! -f "${files[0]}" ]; then
+    fail "$label: layer.gguf holds ${#files[@]} tensors, expected 1"
+  else
+    # info: NAME TYPE ROWS COLS; numpy's header spells the shape "(ROWS, COLS)".
+    read -r _ type rows cols <<<"$info"
+    if ! head -c 256 "$dir/dequant.npy" | tr -d '\0' | grep -q "'shape': ($rows, $cols)"; then
+      fail "$label: dequant.npy is not $rows x $cols like the GGUF tensor"
+    elif result=$("$ENGINE_CHECK" compare "${files[0]}" "$dir/dequant.npy" 2>&1); then
+      pass "$label: llama.cpp's $type dequantization == dequant.npy ($rows x $cols, $result)"
+    else
+      fail "$label: llama.cpp's $type dequantization != dequant.npy: $result"
+    fi
+  fi
+  rm -rf "$out"
+}
+
+# Metadata of every GGUF value type and tensors of five types in one qround file: llama.cpp's gguf
+# reader must see exactly the keys, types, values, shapes and offsets qround's reader sees.
+check_container() {
+  local work=$1 diffs
+  if ! "$WRITE_LAYER" metadata "$work/all.gguf" >"$work/qround.txt" 2>"$work/werr"; then
+    fail "container: qround could not write the file: $(cat "$work/werr")"
+  elif ! "$ENGINE_CHECK" info "$work/all.gguf" >"$work/engine.txt" 2>"$work/eerr"; then
+    fail "container: llama.cpp cannot read it: $(tail -n 2 "$work/eerr")"
+  elif ! diffs=$(diff "$work/qround.txt" "$work/engine.txt"); then
+    fail "container: llama.cpp reads it differently: $(echo "$diffs" | head -n 6 | tr '\n' ' ')"
+  elif ! "$ENGINE_CHECK" dequant "$work/all.gguf" "$work" >/dev/null 2>"$work/eerr"; then
+    fail "container: llama.cpp cannot dequantize its tensors: $(tail -n 2 "$work/eerr")"
+  else
+    pass "container: llama.cpp's reader sees qround's $(grep -c '^kv' "$work/engine.txt") keys" \
+         "(every value type) and $(grep -c '^tensor' "$work/engine.txt") tensors exactly"
+  fi
+}
+
+main() {
+  install_engine
+  build_harness
+  build_qround_tools
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+  local work=$WORK
+
+  mkdir -p "$work/container"
+  check_container "$work/container"
+
+  # Float-typed layers written by qround's GGUF writer: wide synthetic ones and real layers.
+  local sources=("synthetic:64x4096:1" "synthetic:3x96:2")
+  if [ -d "$DATA/layers" ]; then
+    sources+=("$DATA/layers/layers.0.wq.W.npy" "$DATA/layers/layers.1.w2.W.npy")
+  else
+    echo "note: $DATA/layers not found: synthetic layers only"
+  fi
+  local type src i=0
+  for type in f32 f16 bf16; do
+    for src in "${sources[@]}"; do
+      i=$((i + 1))
+      if "$WRITE_LAYER" "$type" "$src" "$work/layer$i" >/dev/null 2>"$work/err$i"; then
+        check_layer_dir "$work/layer$i" "$type $(basename "$src")"
+      else
+        fail "$type $(basename "$src"): qround could not write the layer: $(cat "$work/err$i")"
+      fi
+    done
+  done
+
+  # The comparison itself must be able to fail: f16 of the synthetic layer is not its f32 values.
+  local rc=0
+  "$ENGINE_CHECK" compare "$work/layer1/dequant.npy" \
+    "$work/layer$((1 + ${#sources[@]}))/dequant.npy" >"$work/neg" 2>&1 || rc=$?
+  if [ "$rc" -eq 1 ]; then
+    pass "negative control: compare tells f16 from f32 values ($(cat "$work/neg"))"
+  else
+    fail "negative control: compare of f32 and f16 values exited $rc: $(cat "$work/neg")"
+  fi
+
+  # llama.cpp's own quantizer (the baseline qround's scale search is measured against), with and
+  # without importance weights, on the 64 x 4096 synthetic layer.
+  "$WRITE_LAYER" importance 4096 3 "$work/imatrix.npy" >/dev/null
+  local imat result
+  for imat in "" "$work/imatrix.npy"; do
+    local what="q4_K baseline${imat:+ with imatrix}"
+    if result=$("$ENGINE_CHECK" quantize q4_K "$work/layer1/dequant.npy" 64 4096 $imat \
+                  "$work/q4k.f32" 2>"$work/qerr") &&
+       ! "$ENGINE_CHECK" compare "$work/q4k.f32" "$work/layer1/dequant.npy" >/dev/null 2>&1; then
+      pass "$what: ggml_quantize_chunk ran, ${result#seconds } s for 64 x 4096"
+    else
+      fail "$what: $(tail -n 2 "$work/qerr")"
+    fi
+  done
+
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
+}
+
+main "$@"
