@@ -68,6 +68,28 @@ TEST(CliPlan, Errors) {
   EXPECT_EQ(run_cli("plan --layers '" + dir.file("missing.json") + "'" + out).exit_code, 1);
 }
 
+TEST(CliPlan, FormatCandidatesErrors) {
+  if (std::string(QROUND_CLI_PATH).empty()) GTEST_SKIP() << "CLI not built";
+  TempDir dir;
+  const std::string manifest = write_manifest(dir);
+  const std::string plan = "plan --layers '" + manifest + "' --out '" + dir.file("plan.json") + "'";
+  CliResult r = run_cli(plan + " --formats q4_0,q9_9");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("q9_9"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("q6_k"), std::string::npos) << r.err;  // the known names
+  r = run_cli(plan + " --formats q4_0 --bits 2,4");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("not both"), std::string::npos) << r.err;
+  EXPECT_EQ(run_cli(plan + " --formats q4_0,q4_0").exit_code, 2);
+  EXPECT_EQ(run_cli(plan + " --formats f16").exit_code, 2);
+  // 32-input layers are no whole K-quant block (256): no candidate left for layer 'a'.
+  r = run_cli(plan + " --formats q4_k,q6_k");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("'a' (32 inputs)"), std::string::npos) << r.err;
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"manifest.json", "w0.npy", "w1.npy", "x0.npy",
+                                                     "x1.npy"}));  // nothing written on error
+}
+
 TEST(CliGptq, QuantizeTakesGptqSettings) {
   if (std::string(QROUND_CLI_PATH).empty()) GTEST_SKIP() << "CLI not built";
   TempDir dir;
