@@ -129,7 +129,8 @@ Range range_of(const float* w, int n) {
   return r;
 }
 
-// ---- 32-blocks -----------------------------------------------------------------------------------
+// ---- 32-blocks
+// -----------------------------------------------------------------------------------
 
 // q8_0 / q4_0 / q5_0: the fp16 d minimising the error of one block; both signs of d are scanned
 // (ggml's q4_0 maps the largest magnitude to −8), each candidate also refit by least squares.
@@ -205,20 +206,21 @@ void search_affine_block(const float* w, const float* u, int n, int nmax, float&
   m_out = best_m;
 }
 
-// ---- K-quants ------------------------------------------------------------------------------------
+// ---- K-quants
+// ------------------------------------------------------------------------------------
 
 struct KShape {
-  int sub;             // inputs per sub-block
-  int nsub;            // sub-blocks per super-block
-  int qmin, qmax;      // codes
-  int sc_lo, sc_hi;    // sub-block scale as the level uses it (q3_k: sc − 32)
-  bool offset;         // q2_k / q4_k / q5_k: ŵ = d·sc·n − dmin·m
+  int sub;           // inputs per sub-block
+  int nsub;          // sub-blocks per super-block
+  int qmin, qmax;    // codes
+  int sc_lo, sc_hi;  // sub-block scale as the level uses it (q3_k: sc − 32)
+  bool offset;       // q2_k / q4_k / q5_k: ŵ = d·sc·n − dmin·m
 };
 
 KShape kshape(GgmlType type) {
   const GgmlTypeTraits& t = ggml_traits(type);
-  KShape k{t.sub_block, t.block / t.sub_block, t.qmin, t.qmax, 1, (1 << t.scale_bits) - 1,
-           t.has_offset};
+  KShape k{t.sub_block, t.block / t.sub_block,   t.qmin,      t.qmax,
+           1,           (1 << t.scale_bits) - 1, t.has_offset};
   if (type == GgmlType::kQ3_K) k.sc_lo = -32, k.sc_hi = 31;
   if (type == GgmlType::kQ6_K) k.sc_lo = -128, k.sc_hi = 127;
   return k;
@@ -369,9 +371,9 @@ class SuperBlockSearch {
     std::array<SubFit, 16> fits;
     std::array<float, 16> s, mb, ws, wm;
     for (int j = 0; j < k_.nsub; ++j) {
-      fits[j] = k_.offset ? fit_sub_affine(w_ + j * k_.sub, u_ + j * k_.sub, k_.sub, k_.qmax)
-                          : fit_sub_symmetric(w_ + j * k_.sub, u_ + j * k_.sub, k_.sub, k_.qmin,
-                                              k_.qmax);
+      fits[j] = k_.offset
+                    ? fit_sub_affine(w_ + j * k_.sub, u_ + j * k_.sub, k_.sub, k_.qmax)
+                    : fit_sub_symmetric(w_ + j * k_.sub, u_ + j * k_.sub, k_.sub, k_.qmin, k_.qmax);
       s[j] = fits[j].s, mb[j] = fits[j].mb, ws[j] = fits[j].ws, wm[j] = fits[j].wm;
     }
     std::vector<float> ds, dms{0.0f};
@@ -379,7 +381,8 @@ class SuperBlockSearch {
     if (k_.offset) {
       float mmax = 0.0f;
       for (int j = 0; j < k_.nsub; ++j) mmax = std::max(mmax, mb[j]);
-      if (mmax > 0.0f) lattice_candidates(mb.data(), wm.data(), k_.nsub, 0, k_.sc_hi, false, 2, dms);
+      if (mmax > 0.0f)
+        lattice_candidates(mb.data(), wm.data(), k_.nsub, 0, k_.sc_hi, false, 2, dms);
     }
     best.total = std::numeric_limits<float>::infinity();
     for (const float d : ds)
@@ -495,7 +498,10 @@ void check_block_range(const float* w, Index row, Index c0, const GgmlTypeTraits
   double need = 0.0;
   const int subs = t.block / t.sub_block;
   const double qspan = t.has_offset ? t.qmax : std::max(-t.qmin, t.qmax);
-  const double smax = !t.super_block ? 1.0 : (t.type == GgmlType::kQ3_K ? 32.0 : t.type == GgmlType::kQ6_K ? 128.0 : (1 << t.scale_bits) - 1);
+  const double smax = !t.super_block ? 1.0
+                                     : (t.type == GgmlType::kQ3_K   ? 32.0
+                                        : t.type == GgmlType::kQ6_K ? 128.0
+                                                                    : (1 << t.scale_bits) - 1);
   double lo_all = 0.0, hi_all = 0.0;
   for (int j = 0; j < subs; ++j) {
     double lo = w[j * t.sub_block], hi = lo, amax = 0.0;
@@ -526,30 +532,32 @@ Grid make_format_grid(const MatrixFRef& w, const GridSpec& spec, const VectorD* 
   const GgmlTypeTraits& t = ggml_traits(*spec.format);
   const Index rows = w.rows(), cols = w.cols();
   if (rows == 0 || cols == 0)
-    throw InvalidArgument(fmt::format("cannot build a {} grid for an empty {}×{} matrix", t.name,
-                                      rows, cols));
+    throw InvalidArgument(
+        fmt::format("cannot build a {} grid for an empty {}×{} matrix", t.name, rows, cols));
   if (cols % t.block != 0)
-    throw InvalidArgument(fmt::format(
-        "format {} needs rows of a multiple of {} inputs: the {}×{} weights have {}", t.name,
-        t.block, rows, cols, cols));
+    throw InvalidArgument(
+        fmt::format("format {} needs rows of a multiple of {} inputs: the {}×{} weights have {}",
+                    t.name, t.block, rows, cols, cols));
   require_finite(w, "weight matrix");
   if (spec.search == ScaleSearch::kHessian) {
     if (importance == nullptr)
-      throw InvalidArgument(fmt::format("the hessian scale search for format {} needs diag(H): "
-                                        "pass the importance vector (one value per input)",
-                                        t.name));
+      throw InvalidArgument(
+          fmt::format("the hessian scale search for format {} needs diag(H): "
+                      "pass the importance vector (one value per input)",
+                      t.name));
     if (importance->size() != cols)
       throw InvalidArgument(fmt::format("importance has {} entries, expected {} (one per input)",
                                         importance->size(), cols));
     for (Index j = 0; j < cols; ++j)
       if (!((*importance)[j] >= 0.0) || !std::isfinite((*importance)[j]))
-        throw InvalidArgument(fmt::format("importance[{}] = {} must be finite and >= 0", j,
-                                          (*importance)[j]));
+        throw InvalidArgument(
+            fmt::format("importance[{}] = {} must be finite and >= 0", j, (*importance)[j]));
   }
   // Contiguous copy (the search reads blocks as plain arrays) and the overflow check.
   const MatrixF wc = w;
   for (Index r = 0; r < rows; ++r)
-    for (Index c0 = 0; c0 < cols; c0 += t.block) check_block_range(wc.data() + r * cols + c0, r, c0, t);
+    for (Index c0 = 0; c0 < cols; c0 += t.block)
+      check_block_range(wc.data() + r * cols + c0, r, c0, t);
 
   // Weights of the objective, scaled to at most 1 (same minimiser, no float overflow).
   std::vector<float> u(static_cast<size_t>(cols), 1.0f);

@@ -8,8 +8,8 @@
 
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <filesystem>
+#include <limits>
 #include <string>
 
 #include "qround/io/npy.hpp"
@@ -78,8 +78,9 @@ Grid naive_grid(const MatrixF& w, GgmlType type) {
     if (t.has_offset) p.m.resize(g.rows, groups);
   }
   const int sc_lo = type == GgmlType::kQ3_K ? -32 : type == GgmlType::kQ6_K ? -128 : 1;
-  const int sc_hi = type == GgmlType::kQ3_K ? 31 : type == GgmlType::kQ6_K ? 127
-                                                 : (1 << t.scale_bits) - 1;
+  const int sc_hi = type == GgmlType::kQ3_K   ? 31
+                    : type == GgmlType::kQ6_K ? 127
+                                              : (1 << t.scale_bits) - 1;
   for (Index r = 0; r < g.rows; ++r)
     for (Index b = 0; b < blocks; ++b) {
       std::vector<double> s(per), mb(per);
@@ -120,8 +121,10 @@ Grid naive_grid(const MatrixF& w, GgmlType type) {
         if (k == 0) k = 1;
         p.sc(r, b * per + j) = static_cast<std::int32_t>(type == GgmlType::kQ3_K ? k + 32 : k);
         if (t.has_offset)
-          p.m(r, b * per + j) = dmin == 0.0f ? 0 : static_cast<std::int32_t>(std::max<long>(
-                                    0, std::min<long>(sc_hi, std::lround(mb[j] / dmin))));
+          p.m(r, b * per + j) = dmin == 0.0f
+                                    ? 0
+                                    : static_cast<std::int32_t>(std::max<long>(
+                                          0, std::min<long>(sc_hi, std::lround(mb[j] / dmin))));
       }
     }
   derive_format_levels(g);
@@ -164,9 +167,9 @@ TEST(FormatSearch, EveryTypeBeatsTheNaiveFitOnRealLayers) {
   const auto dir = testing::layers_dir();
   if (!std::filesystem::exists(dir / "layers.0.wq.W.npy"))
     GTEST_SKIP() << "real layers not found under " << dir << " (set QROUND_DATA_DIR)";
-  const std::pair<const char*, const char*> layers[] = {
-      {"wq", "attn_in"}, {"wk", "attn_in"}, {"wv", "attn_in"},
-      {"wo", "attn_out"}, {"w1", "ffn_in"}, {"w3", "ffn_in"}};
+  const std::pair<const char*, const char*> layers[] = {{"wq", "attn_in"}, {"wk", "attn_in"},
+                                                        {"wv", "attn_in"}, {"wo", "attn_out"},
+                                                        {"w1", "ffn_in"},  {"w3", "ffn_in"}};
   int checked = 0;
   for (int l = 0; l < 2; ++l)
     for (const auto& [name, site] : layers) {
@@ -183,8 +186,8 @@ TEST(FormatSearch, EveryTypeBeatsTheNaiveFitOnRealLayers) {
       if (w.rows() % 4 == 0) {
         const MatrixF wide = Eigen::Map<const MatrixF>(w.data(), w.rows() / 4, 256);
         const VectorD wide_imp = imp.replicate(4, 1);
-        for (GgmlType type : {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K,
-                              GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+        for (GgmlType type : {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                              GgmlType::kQ6_K}) {
           check_against_naive(wide, wide_imp, type);
           ++checked;
         }
@@ -234,7 +237,7 @@ TEST(FormatSearch, IdenticalOnOneAndTwoThreads) {
 
 TEST(FormatSearch, ZeroAndConstantBlocksGetNonzeroScales) {
   MatrixF w = MatrixF::Zero(3, 256);
-  w.row(1).setConstant(0.375f);   // exact in fp16: representable with zero error
+  w.row(1).setConstant(0.375f);  // exact in fp16: representable with zero error
   w.row(2).setConstant(-1.25f);
   for (GgmlType type : ggml_quantized_types()) {
     const Grid g = make_grid(w, GridSpec::for_format(type, ScaleSearch::kMinMax));
@@ -248,7 +251,7 @@ TEST(FormatSearch, ZeroAndConstantBlocksGetNonzeroScales) {
 }
 
 TEST(FormatSearch, TinyAndHugeRangesStayFinite) {
-  MatrixF w = testing::random_matrix(2, 256, 9, 1e-7);  // below fp16's normal range
+  MatrixF w = testing::random_matrix(2, 256, 9, 1e-7);    // below fp16's normal range
   w.row(1) = testing::random_matrix(1, 256, 10, 2000.0);  // large but storable
   for (GgmlType type : ggml_quantized_types()) {
     const Grid g = make_grid(w, GridSpec::for_format(type, ScaleSearch::kMinMax));
