@@ -69,6 +69,11 @@ PackedMatrix::PackedMatrix(const MatrixI8Ref& codes, const Grid& grid, const Pac
                     "one column",
                     codes.rows(), codes.cols()));
   grid.validate(codes.rows(), codes.cols());
+  if (grid.has_offsets())
+    throw InvalidArgument(fmt::format(
+        "format {} levels carry a real offset (s·q + b) that the int8/int4 containers cannot hold "
+        "(they store integer zero points): export it with encode_ggml / GGUF instead",
+        to_string(*grid.format)));
   container_ = options.container != Container::kAuto
                    ? options.container
                    : (grid.bits <= 4 ? Container::kInt4 : Container::kInt8);
@@ -216,6 +221,10 @@ class Reader {
 }  // namespace
 
 void PackedMatrix::save(const std::string& path) const {
+  if (grid_.format)
+    throw InvalidArgument(fmt::format(
+        "{}: a packed file keeps plain grids only; a format {} layer is stored as GGUF blocks",
+        path, to_string(*grid_.format)));
   Writer w;
   w.put_bytes(kMagic, sizeof kMagic);
   w.put<std::uint32_t>(kVersion);

@@ -6,12 +6,15 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 
 #include "args.hpp"
 #include "commands.hpp"
 #include "qround/check.hpp"
+#include "qround/ggml_codec.hpp"
+#include "qround/io/gguf.hpp"
 #include "qround/error.hpp"
 #include "qround/io/json.hpp"
 #include "qround/io/npy.hpp"
@@ -26,7 +29,9 @@ constexpr const char* kHelp = R"(usage: qround check --weights W.npy --inputs X.
   --weights    the float weights, out × in (.npy)
   --inputs     inputs to run, tokens × in (.npy)
   --quantized  a directory written by `qround quantize` (codes.npy, scales.npy, zeros.npy,
-               report.json, exponent.npy for NUPES)
+               report.json, exponent.npy for NUPES); written with --format, its layer.gguf is
+               dequantized as ggml does and compared bit for bit with dequant.npy (exit 1 if any
+               level differs)
   --act-bits   8 (default): integer path, activations quantized per token to int8;
                32: float-activation path (needed for NUPES grids)
   --json       print {"isa", "act_bits", "sqnr_int_vs_sim_db", "sqnr_int_vs_float_db",
@@ -82,6 +87,59 @@ QuantizedLayer read_quantized(const std::string& dir, Index rows, Index cols) {
 
 json::Value db(double v) { return std::isfinite(v) ? json::Value(v) : json::Value(nullptr); }
 
+double sqnr_db(const MatrixF& ref, const MatrixF& x) {
+  double signal = 0, noise = 0;
+  for (Index i = 0; i < ref.size(); ++i) {
+    signal += double(ref.data()[i]) * ref.data()[i];
+    const double e = double(ref.data()[i]) - x.data()[i];
+    noise += e * e;
+  }
+  return noise == 0 ? std::numeric_limits<double>::infinity() : 10 * std::log10(signal / noise);
+}
+
+// A layer written with --format: the GGUF blocks, dequantized as ggml does, must equal the
+// simulated weights (dequant.npy) bit for bit; exit 1 if not.
+int check_format_dir(const std::string& dir, const json::Value& report, const MatrixF& w,
+                     bool as_json) {
+  const std::filesystem::path d(dir);
+  const GgmlType type = parse_ggml_type(report.at("format").as_string());
+  const io::GgufFile gguf = io::read_gguf((d / "layer.gguf").string());
+  const io::GgufTensor& t = gguf.tensor("weight");
+  if (t.type != type || t.rows() != w.rows() || t.cols() != w.cols())
+    throw IoError(fmt::format("{}: tensor 'weight' is {} {}×{}, expected {} {}×{}",
+                              (d / "layer.gguf").string(), to_string(t.type), t.rows(), t.cols(),
+                              to_string(type), w.rows(), w.cols()));
+  const MatrixF engine = dequantize_ggml(type, t.data(), t.bytes(), w.rows(), w.cols());
+  const MatrixF simulated = io::load_npy_f32((d / "dequant.npy").string());
+  if (simulated.rows() != w.rows() || simulated.cols() != w.cols())
+    throw IoError(fmt::format("{}: dequant.npy is {}×{}, expected {}×{}", dir, simulated.rows(),
+                              simulated.cols(), w.rows(), w.cols()));
+  Index differ = 0;
+  for (Index i = 0; i < engine.size(); ++i)
+    differ += float_bits(engine.data()[i]) != float_bits(simulated.data()[i]) ? 1 : 0;
+  const MatrixI8 codes = io::load_npy_i8((d / "codes.npy").string());
+  const QuantizedLayer decoded = decode_ggml_codes(type, t.data(), t.bytes(), w.rows(), w.cols());
+  const bool codes_equal = decoded.codes == codes;
+  const double sim_db = sqnr_db(w, simulated);
+  if (as_json) {
+    json::Value v = json::Value::object();
+    v.set("format", to_string(type));
+    v.set("gguf_levels_equal_simulated", differ == 0);
+    v.set("differing_levels", static_cast<long long>(differ));
+    v.set("gguf_codes_equal", codes_equal);
+    v.set("sqnr_sim_vs_float_db", db(sim_db));
+    fmt::print("{}\n", json::dump(v));
+  } else {
+    fmt::print("{}×{} layer in format {} ({:.4g} bits per weight)\n", w.rows(), w.cols(),
+               to_string(type), ggml_traits(type).bits_per_weight());
+    fmt::print("GGUF levels (ggml dequantization) {} the simulated weights: {} of {} differ\n",
+               differ == 0 ? "equal" : "DIFFER from", differ, engine.size());
+    fmt::print("GGUF codes {} codes.npy; simulation vs the float weights: {:.2f} dB\n",
+               codes_equal ? "equal" : "DIFFER from", sim_db);
+  }
+  return differ == 0 && codes_equal ? 0 : 1;
+}
+
 }  // namespace
 
 int run_check(int argc, char** argv) {
@@ -108,6 +166,9 @@ int run_check(int argc, char** argv) {
         fmt::format("{} is {}×{} but the weights have {} inputs (expected "
                     "tokens × {})",
                     inputs_path, x.rows(), x.cols(), w.cols(), w.cols()));
+  const std::filesystem::path d(dir);
+  const json::Value report = json::parse(read_text((d / "report.json").string()));
+  if (report.find("format") != nullptr) return check_format_dir(dir, report, w, as_json);
   const QuantizedLayer layer = read_quantized(dir, w.rows(), w.cols());
   const PackedMatrix packed(layer);
   const CheckResult r = check(packed, layer, x, w, options);

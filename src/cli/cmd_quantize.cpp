@@ -8,8 +8,11 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "grid_args.hpp"
 #include "output_dir.hpp"
 #include "progress.hpp"
+#include "qround/ggml_codec.hpp"
+#include "qround/io/gguf.hpp"
 #include "qround/io/json.hpp"
 #include "qround/io/npy.hpp"
 #include "qround/round_layer.hpp"
@@ -21,7 +24,7 @@ namespace {
 
 constexpr const char* kHelp = R"(usage: qround quantize --weights W.npy --inputs X.npy [--inputs X2.npy ...]
                        [--target-inputs XF.npy ...] --bits B [--group-size G] [--symmetric]
-                       [--scale-search minmax|mse|hessian] [--method M] [--iterations N]
+                       [--scale-search minmax|mse|hessian] [--format TYPE] [--method M] [--iterations N]
                        [--seed S] [--threads T] [--quiet] --out DIR [method options]
 
   --weights        float weights, out × in (.npy f32/f16/f64)
@@ -30,9 +33,15 @@ constexpr const char* kHelp = R"(usage: qround quantize --weights W.npy --inputs
   --bits           2..8 (default 4)
   --group-size     inputs sharing a scale; 0 = per row (default 128)
   --symmetric      symmetric grid (default asymmetric with zero points)
-  --scale-search   minmax (default), mse, hessian
+  --scale-search   minmax (default), mse, hessian (the default with --format)
+  --format         a llama.cpp storage type: q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k.
+                   Implies the bits, symmetry and group size (give them only if they agree); the
+                   codes are optimised on exactly the type's levels and DIR/layer.gguf holds them
+                   as the type's blocks (tensor "weight"), which llama.cpp dequantizes to
+                   exactly dequant.npy
   --method         rounding method (default nearest; `qround info` lists them)
   --out            output directory: dequant.npy, codes.npy, scales.npy, zeros.npy, report.json
+                   (+ offsets.npy and layer.gguf with --format)
 
 Other --key value options are method settings (e.g. --lambda 0.01 for adaround); a setting the
 method does not know is an error. Exit codes: 0 ok, 1 runtime error, 2 usage error.
@@ -50,17 +59,10 @@ int run_quantize(int argc, char** argv) {
   const std::vector<std::string> inputs = args.take_all("inputs");
   const std::vector<std::string> targets = args.take_all("target-inputs");
   RoundLayerOptions options;
-  const int bits = args.take_int("bits", 4, 2, 8);
-  const int group_size = args.take_int("group-size", 128, 0, 1 << 30);
-  const bool symmetric = args.take_flag("symmetric");
-  options.grid = GridSpec::with_group_size(bits, group_size, symmetric);
-  if (auto s = args.take("scale-search")) {
-    try {
-      options.grid.search = parse_scale_search(*s);
-    } catch (const InvalidArgument& e) {
-      throw UsageError(e.what());
-    }
-  }
+  options.grid = take_grid_spec(args);
+  const int bits = options.grid.bits;
+  const int group_size =
+      options.grid.granularity == Granularity::kPerGroup ? options.grid.group_size : 0;
   const std::string method = args.take("method").value_or("nearest");
   try {
     options.method = parse_method(method);
@@ -121,6 +123,17 @@ int run_quantize(int argc, char** argv) {
   if (!q.grid.is_uniform()) {
     MatrixF exponent = q.grid.exponent.transpose();
     io::save_npy(out.path("exponent.npy"), exponent);
+  }
+  if (q.grid.format) {
+    report.set("format", to_string(*q.grid.format));
+    if (q.grid.has_offsets()) io::save_npy(out.path("offsets.npy"), q.grid.offsets);
+    const std::vector<std::uint8_t> blocks = encode_ggml(q);
+    io::GgufFile gguf;
+    io::set_standard_metadata(gguf, "qround-layer");
+    gguf.set("general.name", io::GgufValue::string(std::filesystem::path(weights_path).stem().string()));
+    gguf.add_tensor("weight", *q.grid.format, {weights.cols(), weights.rows()}, blocks.data(),
+                    blocks.size());
+    io::write_gguf(out.path("layer.gguf"), gguf);
   }
   out.write_text("report.json", json::dump(report) + "\n");
   out.commit();
