@@ -205,6 +205,42 @@ main() {
     fi
   done
 
+  # Quantized layers: `qround quantize --format TYPE` on the type's exact levels, every method
+  # that can store there; llama.cpp must dequantize layer.gguf to exactly dequant.npy.
+  local qround=$BUILD/qround
+  "$WRITE_LAYER" problem 32 4096 128 7 "$work/wide" >/dev/null
+  "$WRITE_LAYER" problem 16 256 128 8 "$work/k256" >/dev/null
+  local jobs=()  # "TYPE METHOD WEIGHTS INPUTS LABEL [settings]"
+  for type in q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k; do
+    jobs+=("$type nearest $work/wide/W.npy $work/wide/X.npy synthetic-32x4096")
+    jobs+=("$type gptq $work/wide/W.npy $work/wide/X.npy synthetic-32x4096")
+    jobs+=("$type adaround $work/k256/W.npy $work/k256/X.npy synthetic-16x256 --iterations 200")
+    jobs+=("$type flexround $work/k256/W.npy $work/k256/X.npy synthetic-16x256 --iterations 200")
+    if [ -d "$DATA/layers" ] && [ "${type%_k}" = "$type" ]; then  # 64 inputs: 32-blocks only
+      jobs+=("$type gptq $DATA/layers/layers.0.wq.W.npy $DATA/layers/layers.0.attn_in.X.npy layers.0.wq")
+      jobs+=("$type adaround $DATA/layers/layers.0.wq.W.npy $DATA/layers/layers.0.attn_in.X.npy layers.0.wq --iterations 300")
+    fi
+  done
+  local job n=0 t m wts inp label extra
+  for job in "${jobs[@]}"; do
+    n=$((n + 1))
+    read -r t m wts inp label extra <<<"$job"
+    # shellcheck disable=SC2086  # extra holds method settings
+    if "$qround" quantize --weights "$wts" --inputs "$inp" --format "$t" --method "$m" \
+         --quiet --out "$work/q$n" $extra >/dev/null 2>"$work/qerr$n"; then
+      check_layer_dir "$work/q$n" "$t $m $label"
+    else
+      fail "$t $m $label: qround quantize failed: $(tail -n 2 "$work/qerr$n")"
+    fi
+  done
+  # qround's own check agrees (and reads the GGUF back through qround's reader).
+  if out=$("$qround" check --weights "$work/wide/W.npy" --inputs "$work/wide/X.npy" \
+             --quantized "$work/q1" 2>&1); then
+    pass "qround check: $(echo "$out" | sed -n 2p)"
+  else
+    fail "qround check: $out"
+  fi
+
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]
 }

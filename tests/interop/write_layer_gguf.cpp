@@ -151,9 +151,40 @@ int write_importance(const char* cols_s, const char* seed_s, const char* out) {
   return 0;
 }
 
+// An LLM-like layer for `qround quantize`: DIR/W.npy (rows × cols, N(0, 0.02²) with a few large
+// weights) and DIR/X.npy (tokens × cols, correlated inputs with outlier channels).
+int write_problem(const char* rows_s, const char* cols_s, const char* tokens_s, const char* seed_s,
+                  const char* dir) {
+  const long rows = std::atol(rows_s), cols = std::atol(cols_s), tokens = std::atol(tokens_s);
+  if (rows <= 0 || cols <= 0 || tokens <= 0)
+    throw qround::InvalidArgument("ROWS, COLS and TOKENS must be positive");
+  qround::detail::Rng rng(std::strtoull(seed_s, nullptr, 10));
+  MatrixF w(rows, cols), x(tokens, cols);
+  for (long r = 0; r < rows; ++r)
+    for (long c = 0; c < cols; ++c)
+      w(r, c) = static_cast<float>(0.02 * rng.normal() * (rng.below(97) == 0 ? 8.0 : 1.0));
+  std::vector<double> shared(static_cast<size_t>(tokens));
+  for (auto& v : shared) v = rng.normal();
+  for (long t = 0; t < tokens; ++t)
+    for (long c = 0; c < cols; ++c)
+      x(t, c) = static_cast<float>((rng.normal() + 0.5 * shared[size_t(t)]) * (c % 61 == 0 ? 10 : 1));
+  std::filesystem::create_directories(dir);
+  qround::io::save_npy((std::filesystem::path(dir) / "W.npy").string(), w);
+  qround::io::save_npy((std::filesystem::path(dir) / "X.npy").string(), x);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 7 && std::string(argv[1]) == "problem") {
+    try {
+      return write_problem(argv[2], argv[3], argv[4], argv[5], argv[6]);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "write_layer_gguf: %s\n", e.what());
+      return 1;
+    }
+  }
   if ((argc == 5 && std::string(argv[1]) == "importance") ||
       (argc == 3 && std::string(argv[1]) == "metadata")) {
     try {
@@ -167,7 +198,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: write_layer_gguf f32|f16|bf16 SOURCE.npy|synthetic:RxC:SEED DIR\n"
                  "       write_layer_gguf metadata OUT.gguf\n"
-                 "       write_layer_gguf importance COLS SEED OUT.npy\n");
+                 "       write_layer_gguf importance COLS SEED OUT.npy\n"
+                 "       write_layer_gguf problem ROWS COLS TOKENS SEED DIR\n");
     return 2;
   }
   try {
