@@ -125,6 +125,17 @@ PreparedCall prepare(const RoundLayerOptions& options) {
   options.grid.validate();
   if (options.threads < 0)
     throw InvalidArgument(fmt::format("threads = {} must be >= 0", options.threads));
+  if (options.method == Method::kNupes && options.grid.format)
+    throw InvalidArgument(fmt::format(
+        "nupes cannot round onto format {}: its power-function levels are not among the levels "
+        "a {} block can store; use nearest, gptq, adaround or flexround",
+        to_string(*options.grid.format), to_string(*options.grid.format)));
+  if (options.method == Method::kGptq && options.grid.format &&
+      options.params.count("act-order") && !options.params.count("static-groups"))
+    throw InvalidArgument(fmt::format(
+        "gptq --act-order on format {} needs --static-groups: a GGUF block is a run of "
+        "consecutive inputs, so act-order's dynamic groups cannot be stored",
+        to_string(*options.grid.format)));
   PreparedCall call;
   call.method = options.method;
   call.grid = options.grid;

@@ -10,6 +10,10 @@
 #include <fmt/format.h>
 
 #include "cli_runner.hpp"
+#include <cstring>
+
+#include "qround/ggml_codec.hpp"
+#include "qround/io/gguf.hpp"
 #include "qround/io/json.hpp"
 #include "qround/io/npy.hpp"
 #include "qround/synthetic.hpp"
@@ -224,6 +228,62 @@ TEST(CliQuantize, AFailedRunLeavesAnEarlierResultUntouchedAndASuccessReplacesIt)
   EXPECT_NE(testing::slurp(out + "/codes.npy"), before);
   EXPECT_EQ(json::parse(testing::slurp(out + "/report.json")).at("bits").as_int(), 2);
   EXPECT_EQ(dir.entries(), (std::vector<std::string>{"W.npy", "X.npy", "out"}));
+}
+
+}  // namespace
+}  // namespace qround
+
+namespace qround {
+namespace {
+
+TEST(CliQuantizeFormat, WritesTheTypesBlocksAndCheckConfirmsTheLevels) {
+  TempDir dir;
+  const LayerFiles f = write_synthetic(dir, 8, 256);
+  for (const char* type : {"q4_0", "q4_1", "q3_k", "q4_k", "q6_k"}) {
+    SCOPED_TRACE(type);
+    const std::string out = dir.file(std::string("out-") + type);
+    const auto r = run_cli(fmt::format("quantize --weights {} --inputs {} --format {} --method gptq "
+                                       "--quiet --out {}",
+                                       f.weights, f.inputs, type, out));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_TRUE(fs::exists(out + "/layer.gguf"));
+    // The GGUF tensor, read and dequantized by qround's own reader, is the simulated layer.
+    const io::GgufFile g = io::read_gguf(out + "/layer.gguf");
+    const io::GgufTensor& t = g.tensor("weight");
+    EXPECT_EQ(to_string(t.type), std::string(type));
+    const MatrixF engine = dequantize_ggml(t.type, t.data(), t.bytes(), 8, 256);
+    const MatrixF simulated = io::load_npy_f32(out + "/dequant.npy");
+    EXPECT_EQ(std::memcmp(engine.data(), simulated.data(), sizeof(float) * engine.size()), 0);
+    EXPECT_EQ(g.get("general.quantization_version").get<std::uint32_t>(), 2u);
+    const auto c = run_cli(fmt::format("check --weights {} --inputs {} --quantized {} --json",
+                                       f.weights, f.inputs, out));
+    EXPECT_EQ(c.exit_code, 0) << c.err;
+    EXPECT_NE(c.out.find("\"gguf_levels_equal_simulated\": true"), std::string::npos) << c.out;
+  }
+}
+
+TEST(CliQuantizeFormat, DisagreeingGridOptionsAreUsageErrors) {
+  TempDir dir;
+  const LayerFiles f = write_synthetic(dir, 4, 256);
+  const std::string base = fmt::format("quantize --weights {} --inputs {} --out {}", f.weights,
+                                       f.inputs, dir.file("out"));
+  for (const std::string& extra :
+       {std::string("--format q4_k --bits 3"), std::string("--format q4_0 --group-size 64"),
+        std::string("--format q4_1 --symmetric"), std::string("--format q4_k --scale-search mse"),
+        std::string("--format f16"), std::string("--format q9_9"),
+        std::string("--format q4_0 --method nupes")}) {
+    const auto r = run_cli(base + " " + extra);
+    EXPECT_EQ(r.exit_code, 2) << extra << ": " << r.err;
+    EXPECT_FALSE(r.err.empty()) << extra;
+  }
+  // Agreeing options are fine; a row length the format cannot block is a runtime error.
+  EXPECT_EQ(run_cli(base + " --format q4_k --bits 4 --group-size 32 --quiet").exit_code, 0);
+  const LayerFiles narrow = write_synthetic(dir, 4, 96);
+  const auto r = run_cli(fmt::format("quantize --weights {} --inputs {} --format q4_k --out {}",
+                                     narrow.weights, narrow.inputs, dir.file("narrow")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("256"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir.file("narrow")));
 }
 
 }  // namespace
