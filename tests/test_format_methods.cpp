@@ -2,6 +2,8 @@
 // parameters consistent, codes in range) and are never worse than round-to-nearest on it.
 #include <gtest/gtest.h>
 
+#include "qround/ggml_codec.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -24,20 +26,8 @@ using testdata::random_problem;
 // d = (max − min)/qmax, m = min; K-quants: sub-block fits, integer scales relative to the largest).
 Grid naive_format_grid(const MatrixF& w, GgmlType type) {
   const GgmlTypeTraits& t = ggml_traits(type);
-  Grid g;
-  g.format = type;
-  g.bits = t.bits;
-  g.symmetric = !t.has_offset;
-  g.granularity = Granularity::kPerGroup;
-  g.group_size = t.sub_block;
-  g.rows = w.rows();
-  g.cols = w.cols();
+  Grid g = empty_format_grid(type, w.rows(), w.cols());
   const Index subs = w.cols() / t.sub_block, blocks = w.cols() / t.block;
-  g.zeros = MatrixI32::Zero(g.rows, subs);
-  g.stored.d.resize(g.rows, blocks);
-  if (t.has_offset) g.stored.dmin.resize(g.rows, blocks);
-  if (t.super_block) g.stored.sc.resize(g.rows, subs);
-  if (t.super_block && t.has_offset) g.stored.m.resize(g.rows, subs);
   auto fp16_nonzero = [](double v) {
     const float f = round_to_fp16(static_cast<float>(v));
     return f == 0.0f ? 6.103515625e-05f : f;  // smallest normal fp16

@@ -2,6 +2,8 @@
 // plain min-max fit written here, importance that matters, thread-count independence, bad input.
 #include <gtest/gtest.h>
 
+#include "qround/ggml_codec.hpp"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -59,14 +61,7 @@ float half(double x) {
 // m = fp16(min); K-quants per sub-block min-max, then integer scales relative to the largest.
 Grid naive_grid(const MatrixF& w, GgmlType type) {
   const GgmlTypeTraits& t = ggml_traits(type);
-  Grid g;
-  g.format = type;
-  g.bits = t.bits;
-  g.symmetric = !t.has_offset;
-  g.granularity = Granularity::kPerGroup;
-  g.group_size = t.sub_block;
-  g.rows = w.rows();
-  g.cols = w.cols();
+  Grid g = empty_format_grid(type, w.rows(), w.cols());
   const Index groups = w.cols() / t.sub_block, blocks = w.cols() / t.block;
   const int per = t.block / t.sub_block;
   g.zeros = MatrixI32::Zero(g.rows, groups);

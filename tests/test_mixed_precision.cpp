@@ -1,6 +1,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "qround/ggml_codec.hpp"
+
 #include <limits>
 #include <map>
 
@@ -291,14 +293,7 @@ TEST(MixedPrecisionFormats, FormatGridSpecTakesTheSearchButNeverMse) {
 Grid hand_format_grid(const MatrixF& w, GgmlType type) {
   const GgmlTypeTraits& t = ggml_traits(type);
   const float amax = w.cwiseAbs().maxCoeff();
-  Grid g;
-  g.format = type;
-  g.bits = t.bits;
-  g.symmetric = !t.has_offset;
-  g.granularity = Granularity::kPerGroup;
-  g.group_size = t.sub_block;
-  g.rows = w.rows();
-  g.cols = w.cols();
+  Grid g = empty_format_grid(type, w.rows(), w.cols());
   const Index blocks = w.cols() / t.block, groups = w.cols() / t.sub_block;
   g.zeros = MatrixI32::Zero(g.rows, groups);
   const float span = static_cast<float>(t.qmax - t.qmin);
