@@ -4,7 +4,7 @@
 //
 // The adapter below is what you write for your own model: list the linear layers, group the ones
 // that share an input into stages, run calibration data reporting each layer's input, and swap
-// a layer's weights. (qround ships the same adapter for llama2.c as model::Llama2cQuantizable,
+// a layer's weights. (qround ships the same adapter for llama2.c as model::LlamaQuantizable,
 // which also routes replaced layers through the packed integer kernels.)
 #include <fmt/format.h>
 
@@ -20,7 +20,7 @@ using namespace qround;
 
 class MyLlamaAdapter : public QuantizableModel {
  public:
-  MyLlamaAdapter(model::Llama2cModel& model, std::vector<std::vector<int>> batches)
+  MyLlamaAdapter(model::LlamaModel& model, std::vector<std::vector<int>> batches)
       : model_(model), float_model_(model), batches_(std::move(batches)) {}
 
   std::vector<LinearLayerInfo> layers() const override {
@@ -58,8 +58,8 @@ class MyLlamaAdapter : public QuantizableModel {
   }
 
  private:
-  model::Llama2cModel& model_;
-  const model::Llama2cModel float_model_;
+  model::LlamaModel& model_;
+  const model::LlamaModel float_model_;
   std::vector<std::vector<int>> batches_;
 };
 
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const auto float_model = model::Llama2cModel::load(argv[1]);
+    const auto float_model = model::load_llama2c(argv[1]);
     const auto tokenizer = model::Tokenizer::load(argv[2], float_model.config().vocab_size);
     std::ifstream in(argv[3], std::ios::binary);
     std::stringstream text;
@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
         std::vector<int>(tokens.end() - static_cast<std::ptrdiff_t>(tail), tokens.end()), seq_len);
     const auto eval = model::make_eval_windows(tokens, seq_len, 20000);
 
-    model::Llama2cModel quantized = float_model;
+    model::LlamaModel quantized = float_model;
     MyLlamaAdapter adapter(quantized, calib);
     SequentialOptions options;
     options.round.method = parse_method(argc > 4 ? argv[4] : "nearest");

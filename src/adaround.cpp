@@ -15,6 +15,7 @@
 #include "qround/detail/progress.hpp"
 #include "qround/detail/rectified_sigmoid.hpp"
 #include "qround/detail/rng.hpp"
+#include "qround/detail/rtn_guard.hpp"
 #include "qround/detail/schedule.hpp"
 #include "qround/nearest.hpp"
 #ifdef _OPENMP
@@ -520,10 +521,21 @@ AdaRoundResult adaround_detailed(const LayerProblem& problem, const Grid& grid,
       result.h(r, c) = h;
       if (std::min(h, 1.0f - h) > 1e-3f) ++soft_count;
     }
+  int guarded = 0;
+  if (options.rtn_guard && !options.relu) {
+    Grid learned = layer.grid;
+    guarded = detail::keep_rows_not_worse_than_rtn(problem, {&learned}, layer.codes, layer.grid)
+                  .replaced;
+  }
   fill_report(report, problem, layer, "adaround", nullptr);
   report.iterations = options.iterations;
+
   report.notes.push_back(fmt::format("mode {}, GEMM kernel {}", to_string(mode),
                                      kernels::sgemm_packed_isa()));
+  if (guarded > 0)
+    report.notes.push_back(fmt::format(
+        "{} of {} rows kept the RTN row (the learned one was not better)", guarded,
+        layer.codes.rows()));
   if (soft_count > 0 && options.iterations > 0)
     report.notes.push_back(fmt::format(
         "{} of {} rounding variables h are not yet 0 or 1 (more iterations or a larger lambda)",

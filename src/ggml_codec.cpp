@@ -412,6 +412,33 @@ QuantizedLayer decode_ggml_codes(GgmlType type, const std::uint8_t* data, std::s
   return layer;
 }
 
+std::vector<std::uint8_t> encode_ggml_float(GgmlType type, const MatrixFRef& w) {
+  if (type != GgmlType::kF32 && type != GgmlType::kF16 && type != GgmlType::kBF16)
+    throw InvalidArgument(fmt::format("encode_ggml_float: {} is not a float type (f32, f16, bf16)",
+                                      to_string(type)));
+  const std::size_t width = type == GgmlType::kF32 ? 4 : 2;
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(w.size()) * width);
+  std::uint8_t* q = out.data();
+  for (Index r = 0; r < w.rows(); ++r)
+    for (Index c = 0; c < w.cols(); ++c, q += width) {
+      const float v = w(r, c);
+      std::uint32_t bits;
+      if (type == GgmlType::kF32) {
+        bits = float_bits(v);
+      } else if (type == GgmlType::kF16) {
+        bits = fp32_to_fp16(v);
+        if (std::isfinite(v) && !std::isfinite(fp16_to_fp32(static_cast<std::uint16_t>(bits))))
+          throw InvalidArgument(fmt::format(
+              "encode_ggml_float: weight ({}, {}) = {} is outside f16's range (|w| ≤ 65504)", r, c,
+              v));
+      } else {
+        bits = fp32_to_bf16(v);
+      }
+      for (std::size_t b = 0; b < width; ++b) q[b] = static_cast<std::uint8_t>(bits >> (8 * b));
+    }
+  return out;
+}
+
 MatrixF dequantize_ggml(GgmlType type, const std::uint8_t* data, std::size_t bytes, Index rows,
                         Index cols) {
   const GgmlTypeTraits& t = ggml_traits(type);

@@ -163,6 +163,7 @@ PreparedCall prepare(const RoundLayerOptions& options) {
       o.batch = params.get_int("batch", o.batch);
       o.mode = parse_adaround_mode(params.get_string("mode", to_string(o.mode)));
       o.relu = params.get_bool("relu", o.relu);
+      o.rtn_guard = params.get_bool("rtn-guard", o.rtn_guard);
       o.beta_schedule =
           parse_beta_schedule(params.get_string("beta-schedule", to_string(o.beta_schedule)));
       o.beta_start = params.get_double("beta-start", o.beta_start);

@@ -36,7 +36,7 @@ std::string temp_path(const char* name) {
 // to keep the suite fast.
 TEST(Llama2c, FloatNllOnTinyStoriesPrefixMatchesReference) {
   QROUND_REQUIRE_MODEL_DATA(dir);
-  const auto model = Llama2cModel::load(dir + "/stories260K.bin");
+  const auto model = load_llama2c(dir + "/stories260K.bin");
   const auto tok = Tokenizer::load(dir + "/tok512.bin", model.config().vocab_size);
   const std::string text = read_text(dir + "/tinystories_train_head.txt");
   const auto windows = make_eval_windows(tok.encode(text.substr(0, 60000)), model.config().seq_len);
@@ -50,7 +50,7 @@ TEST(Llama2c, FloatNllOnTinyStoriesPrefixMatchesReference) {
 
 TEST(Llama2c, HeaderAndRopeTables) {
   QROUND_REQUIRE_MODEL_DATA(dir);
-  const auto model = Llama2cModel::load(dir + "/stories260K.bin");
+  const auto model = load_llama2c(dir + "/stories260K.bin");
   const auto& c = model.config();
   EXPECT_EQ(c.dim, 64);
   EXPECT_EQ(c.hidden_dim, 172);
@@ -75,7 +75,7 @@ TEST(Llama2c, HeaderAndRopeTables) {
 
 TEST(Llama2c, GreedyFromBosMatchesDocumentedSample) {
   QROUND_REQUIRE_MODEL_DATA(dir);
-  const auto model = Llama2cModel::load(dir + "/stories260K.bin");
+  const auto model = load_llama2c(dir + "/stories260K.bin");
   const auto tok = Tokenizer::load(dir + "/tok512.bin", model.config().vocab_size);
   SampleOptions options;
   options.steps = 40;
@@ -93,7 +93,7 @@ TEST(Llama2c, GreedyFromBosMatchesDocumentedSample) {
 
 TEST(Llama2c, ForwardIsCausal) {
   QROUND_REQUIRE_MODEL_DATA(dir);
-  const auto model = Llama2cModel::load(dir + "/stories260K.bin");
+  const auto model = load_llama2c(dir + "/stories260K.bin");
   const std::vector<int> a = {1, 300, 301, 302, 303}, b = {1, 300, 301, 302, 450};
   const MatrixF la = model.forward(a), lb = model.forward(b);
   EXPECT_EQ(la.topRows(4), lb.topRows(4));  // the last token cannot change earlier positions
@@ -149,7 +149,7 @@ TEST(Llama2c, MalformedCheckpointsRaiseIoError) {
   const std::string path = temp_path("bad.bin");
   auto expect_io_error = [&](const std::string& bytes, const char* why) {
     write_bytes(path, bytes);
-    EXPECT_THROW(Llama2cModel::load(path), IoError) << why;
+    EXPECT_THROW(load_llama2c(path), IoError) << why;
   };
   expect_io_error(good.substr(0, 20), "header truncated");
   expect_io_error(good.substr(0, good.size() - 4), "one float missing");
@@ -170,7 +170,7 @@ TEST(Llama2c, MalformedCheckpointsRaiseIoError) {
   const float bad = std::nanf("");
   std::memcpy(&nan[28 + 4 * 100], &bad, 4);
   expect_io_error(nan, "NaN weight");
-  EXPECT_THROW(Llama2cModel::load(temp_path("missing.bin")), IoError);
+  EXPECT_THROW(load_llama2c(temp_path("missing.bin")), IoError);
   std::remove(path.c_str());
 }
 

@@ -10,7 +10,8 @@
 #include "qround/detail/rng.hpp"
 #include "qround/error.hpp"
 #include "qround/model/evaluation.hpp"
-#include "qround/model/llama2c_adapter.hpp"
+#include "qround/model/llama2c.hpp"
+#include "qround/model/llama_adapter.hpp"
 #include "qround/model/tokenizer.hpp"
 #include "qround/pipeline.hpp"
 
@@ -231,12 +232,12 @@ TEST(Pipeline, RejectsBadStructureAndOptions) {
 // ---- the real model end to end ------------------------------------------------------------
 
 struct RealSetup {
-  model::Llama2cModel float_model;
+  model::LlamaModel float_model;
   std::vector<std::vector<int>> eval, calib;
 };
 
 RealSetup real_setup(const std::string& dir) {
-  auto m = model::Llama2cModel::load(dir + "/stories260K.bin");
+  auto m = model::load_llama2c(dir + "/stories260K.bin");
   const auto tok = model::Tokenizer::load(dir + "/tok512.bin", m.config().vocab_size);
   std::ifstream in(dir + "/tinystories_train_head.txt", std::ios::binary);
   std::stringstream ss;
@@ -261,8 +262,8 @@ struct EndToEnd {
 
 EndToEnd quantize_and_eval(const RealSetup& s, Method method, int bits, int iterations,
                            bool sequential = true) {
-  model::Llama2cModel q = s.float_model;
-  model::Llama2cQuantizable adapter(q, s.calib);
+  model::LlamaModel q = s.float_model;
+  model::LlamaQuantizable adapter(q, s.calib);
   SequentialOptions o;
   o.round.method = method;
   // NUPES's power grid is odd-symmetric: it takes symmetric grids only.
@@ -322,8 +323,8 @@ TEST(PipelineLlama2c, ThreeBitsLearnedMethodsBeatNearest) {
 TEST(PipelineLlama2c, SequentialAndOneShotCalibrationDiffer) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   const RealSetup s = real_setup(dir);
-  model::Llama2cModel a = s.float_model, b = s.float_model;
-  model::Llama2cQuantizable seq(a, s.calib), one(b, s.calib);
+  model::LlamaModel a = s.float_model, b = s.float_model;
+  model::LlamaQuantizable seq(a, s.calib), one(b, s.calib);
   SequentialOptions o;
   o.round.grid = GridSpec::with_group_size(3, 32);
   const ModelQuantization rs = quantize_model(seq, o);

@@ -68,6 +68,10 @@ struct AdaRoundOptions {
   // scaled to the whole calibration set.
   int loss_interval = 100;
   int threads = 0;  // 0: OpenMP's default
+  // Each output row keeps RTN's codes when the learned row is not better on the layer loss (the
+  // loss splits over rows), so the result is never worse than RTN on the same grid even after a
+  // short run. Not applied with `relu`, whose objective is another loss.
+  bool rtn_guard = true;
 
   void validate() const;  // throws InvalidArgument naming the bad field
 };

@@ -34,6 +34,11 @@ inline std::vector<std::uint8_t> encode_ggml(const QuantizedLayer& layer) {
   return encode_ggml(layer.codes, layer.grid);
 }
 
+// Float weights as a float ggml type's bytes: f32 as they are, f16 and bf16 rounded to nearest
+// even as ggml converts them. InvalidArgument for a quantized type or a non-finite value in f16
+// (out of its range: it would store Inf).
+std::vector<std::uint8_t> encode_ggml_float(GgmlType type, const MatrixFRef& w);
+
 // The inverse of encode_ggml for a quantized type: the codes (as the level formula sees them) and
 // the format grid (stored parameters, derived scales and offsets). The grid is exactly what the
 // bytes hold; a file may store parameters Grid::validate refuses to encode (d = 0, a zero

@@ -36,7 +36,8 @@
 
 // Whole models.
 #include "qround/model/evaluation.hpp"
+#include "qround/model/llama.hpp"
 #include "qround/model/llama2c.hpp"
-#include "qround/model/llama2c_adapter.hpp"
+#include "qround/model/llama_adapter.hpp"
 #include "qround/model/tokenizer.hpp"
 #include "qround/pipeline.hpp"

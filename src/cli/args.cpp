@@ -52,6 +52,12 @@ std::vector<std::string> Args::take_all(const std::string& name) {
   return result;
 }
 
+bool Args::has(const std::string& name) const {
+  for (const auto& opt : options_)
+    if (opt.name == name) return true;
+  return false;
+}
+
 bool Args::take_flag(const std::string& name) {
   bool found = false;
   for (auto& opt : options_)

@@ -27,6 +27,8 @@ class Args {
   std::vector<std::string> take_all(const std::string& name);
   // Whether the bare --name was given (a value after it is a usage error).
   bool take_flag(const std::string& name);
+  // Whether --name was given (flag or value), without taking it.
+  bool has(const std::string& name) const;
   std::string take_required(const std::string& name);
   int take_int(const std::string& name, int fallback, int lo, int hi);
   double take_double(const std::string& name, double fallback);

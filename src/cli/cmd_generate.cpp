@@ -1,5 +1,7 @@
-// `qround generate`: sample text from the float llama2.c model or, with --quantized, from the
-// model whose linear layers are the packed ones of a `qround model --out` file.
+// `qround generate`: sample text from a model — a llama2.c checkpoint or a llama GGUF, float or
+// quantized (a GGUF's quantized tensors compute with their dequantized weights) — or, with
+// --quantized, from the model whose linear layers are the packed ones of a `qround model --out`
+// safetensors file.
 #include <fmt/format.h>
 
 #include <string>
@@ -14,10 +16,11 @@
 namespace qround::cli {
 namespace {
 
-constexpr const char* kHelp = R"(usage: qround generate --model M.bin --tokenizer T.bin [--quantized Q.safetensors]
+constexpr const char* kHelp = R"(usage: qround generate --model M.bin|M.gguf [--tokenizer T.bin] [--quantized Q.safetensors]
                        [--prompt TEXT] [--steps N] [--temperature T] [--seed S]
                        [--float-activations]
 
+  --model              llama2.c checkpoint (then --tokenizer is required) or llama GGUF
   --quantized          packed layers written by `qround model --out` replace the float ones
   --prompt             text to continue (default: start from BOS alone)
   --steps              new tokens at most (default 256; also bounded by seq_len)
@@ -69,7 +72,7 @@ int run_generate(int argc, char** argv) {
     }
   }
   std::vector<int> context{model::Tokenizer::kBos};
-  const std::vector<int> prompt_tokens = files.tokenizer.encode(prompt);
+  const std::vector<int> prompt_tokens = files.require_tokenizer().encode(prompt);
   context.insert(context.end(), prompt_tokens.begin(), prompt_tokens.end());
   if (static_cast<int>(context.size()) >= files.model.config().seq_len)
     throw InvalidArgument(fmt::format("the prompt has {} tokens; the model's window is {}",
@@ -78,10 +81,10 @@ int run_generate(int argc, char** argv) {
   std::string text;
   int previous = context.back();
   for (int t : out) {
-    text += files.tokenizer.decode_token(previous, t);
+    text += files.tokenizer->decode_token(previous, t);
     previous = t;
   }
-  fmt::print("{}{}\n", files.tokenizer.decode(prompt_tokens), text);
+  fmt::print("{}{}\n", files.tokenizer->decode(prompt_tokens), text);
   return 0;
 }
 

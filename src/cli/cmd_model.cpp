@@ -1,6 +1,7 @@
-// `qround model`: quantize a whole llama2.c model with the sequential driver, report float and
-// quantized NLL / perplexity / KL and the wall time per stage, write the packed layers as
-// safetensors (and optionally every layer's dequantized weights as .npy).
+// `qround model`: quantize a whole model (llama2.c checkpoint or llama GGUF) with the sequential
+// driver, report float and quantized NLL / perplexity / KL and the wall time per stage, and write
+// either a GGUF of llama.cpp's types (--format) or qround's packed layers as safetensors (and
+// optionally every layer's dequantized weights as .npy).
 #include <fmt/format.h>
 
 #include <chrono>
@@ -15,24 +16,34 @@
 #include "progress.hpp"
 #include "qround/io/npy.hpp"
 #include "qround/io/safetensors.hpp"
+#include "qround/ggml_codec.hpp"
 #include "qround/model/evaluation.hpp"
-#include "qround/model/llama2c_adapter.hpp"
+#include "qround/model/gguf_quantize.hpp"
+#include "qround/model/llama_adapter.hpp"
 #include "qround/pipeline.hpp"
 
 namespace qround::cli {
 namespace {
 
-constexpr const char* kHelp = R"(usage: qround model --model M.bin --tokenizer T.bin --calib TEXT [--calib-tokens N]
+constexpr const char* kHelp = R"(usage: qround model --model M.bin|M.gguf [--tokenizer T.bin] --calib TEXT [--calib-tokens N]
                     --eval TEXT [--eval-tokens N] [--method M] [--bits B] [--group-size G]
                     [--symmetric] [--scale-search S] [--iterations N] [--seed S] [--threads T]
                     [--one-shot] [--asymmetric-target] [--float-activations]
                     [--mixed-budget BPW [--mixed-bits 2,3,4,8]]
                     [--dump-dequant DIR] [--out model.safetensors] [--quiet] [method options]
+       qround model --model M.bin|M.gguf ... --format TYPE [--pure] --out OUT.gguf
 
-  --model              llama2.c checkpoint (legacy float32 format)
-  --tokenizer          llama2.c tokenizer (tok512.bin style)
+  --model              llama2.c checkpoint (legacy float32 format) or llama GGUF
+  --tokenizer          llama2.c tokenizer (tok512.bin style); required with a checkpoint
   --calib              calibration text; its first --calib-tokens tokens (default 4088)
                        are cut into windows of seq_len positions starting with BOS
+                       (a file named *.tokens holds token ids instead of text)
+  --format TYPE        write a GGUF whose tensors have llama.cpp's type TYPE (q4_0 q4_1 q5_0
+                       q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k, f16, f32, bf16): every linear layer is
+                       optimised on exactly that type's grid, and llama.cpp computes with exactly
+                       the weights qround evaluates; the token embedding is rounded to nearest
+  --pure               (with --format) one type for every matrix; a row that does not fit the
+                       type's blocks falls back as llama.cpp does (K → 32-blocks → f16)
   --eval               evaluation text (windows as above; --eval-tokens N keeps the first N,
                        default all): mean NLL, perplexity, KL(float || quantized)
   --method             rounding method (default nearest; `qround info` lists them)
@@ -47,7 +58,8 @@ constexpr const char* kHelp = R"(usage: qround model --model M.bin --tokenizer T
                        least-loss allocation whose storage (codes, scales, zero points) fits BPW
                        bits per weight; then quantize sequentially with those widths
   --dump-dequant DIR   write DIR/NAME.npy with each layer's dequantized weights
-  --out                packed layers, scales, zero points and grid metadata (safetensors)
+  --out                with --format: the GGUF file; else packed layers, scales, zero points and
+                       grid metadata (safetensors)
 
 Other --key value options are method settings. Exit codes: 0 ok, 1 runtime error, 2 usage error.
 )";
@@ -55,6 +67,124 @@ Other --key value options are method settings. Exit codes: 0 ok, 1 runtime error
 std::string grid_label(int bits, int group_size) {
   return group_size == 0 ? fmt::format("{}-bit per row", bits)
                          : fmt::format("{}-bit group {}", bits, group_size);
+}
+
+std::string stage_label(const std::vector<Index>& stage, const std::vector<LinearLayerInfo>& info) {
+  std::string names;
+  for (Index l : stage) {  // "layers.0.wq,wk,wv"
+    const std::string& name = info[l].name;
+    names += names.empty() ? name : "," + name.substr(name.rfind('.') + 1);
+  }
+  return names;
+}
+
+// --format: the model's matrices in llama.cpp's types, written as a GGUF llama.cpp runs.
+int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& format) {
+  const std::string calib_path = args.take_required("calib");
+  const std::string eval_path = args.take_required("eval");
+  const int calib_tokens = args.take_int("calib-tokens", 4088, 1, 1 << 30);
+  const int eval_tokens = args.take_int("eval-tokens", 0, 0, 1 << 30);
+  const std::string out_path = args.take_required("out");
+  const bool pure = args.take_flag("pure");
+  for (const char* key : {"bits", "group-size", "symmetric", "mixed-budget", "mixed-bits",
+                          "float-activations", "dump-dequant"})
+    if (args.has(key))
+      throw UsageError(fmt::format("--{} does not apply to --format (the type fixes the grid; "
+                                   "llama.cpp computes with float activations)",
+                                   key));
+  model::GgufQuantizeOptions options;
+  GgmlType type;
+  try {
+    type = parse_ggml_type(format);
+    if (auto s = args.take("scale-search"))
+      options.sequential.round.grid.search = parse_scale_search(*s);
+    else
+      options.sequential.round.grid.search = ScaleSearch::kHessian;
+    options.sequential.round.method = parse_method(args.take("method").value_or("nearest"));
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
+  if (!pure)
+    throw UsageError("--format needs --pure for now: one type everywhere (with llama.cpp's "
+                     "fallbacks)");
+  options.sequential.round.iterations = args.take_int("iterations", -1, -1, 1 << 30);
+  options.sequential.round.seed =
+      static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
+  options.sequential.round.threads = args.take_int("threads", 0, 0, 4096);
+  options.sequential.sequential = !args.take_flag("one-shot");
+  options.sequential.asymmetric_target = args.take_flag("asymmetric-target");
+  const bool quiet = args.take_flag("quiet");
+  options.sequential.round.params = args.take_rest();
+  options.sequential.round.grid.format = std::nullopt;
+  try {
+    options.sequential.validate();
+    RoundLayerOptions probe = options.sequential.round;
+    if (ggml_traits(type).block > 1) {
+      probe.grid = GridSpec::for_format(type, probe.grid.search);
+      validate(probe);
+    }
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
+
+  auto files = load_model_files(paths);
+  const model::Tokenizer& tokenizer = files.require_tokenizer();
+  const int seq_len = files.model.config().seq_len;
+  const auto calib =
+      model::make_eval_windows(read_tokens(files, calib_path), seq_len, calib_tokens);
+  const auto eval = model::make_eval_windows(read_tokens(files, eval_path), seq_len, eval_tokens);
+  options.types = model::pure_tensor_types(files.model, type);
+
+  ProgressBar bar(quiet);
+  const auto start = std::chrono::steady_clock::now();
+  model::LlamaModel quantized = files.model;
+  model::GgufQuantization result =
+      model::quantize_to_gguf(quantized, calib, options, bar.callback());
+  bar.finish();
+  model::LlamaGgufOptions& gguf = result.tensors;
+  gguf.name = files.name.empty() ? paths.model.substr(paths.model.find_last_of('/') + 1)
+                                 : files.name;
+  gguf.metadata.emplace_back("qround.method",
+                             io::GgufValue::string(to_string(options.sequential.round.method)));
+  gguf.metadata.emplace_back("qround.type", io::GgufValue::string(to_string(type)));
+  model::write_gguf_llama(out_path, quantized, tokenizer, gguf);
+  const double write_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const model::EvalResult float_eval = model::evaluate(files.model, eval, nullptr, bar.callback());
+  bar.finish();
+  const model::EvalResult q_eval = model::evaluate(quantized, eval, &files.model, bar.callback());
+  bar.finish();
+
+  fmt::print("{} on {} (pure), {} calibration, {} layers by the method\n",
+             to_string(options.sequential.round.method), to_string(type),
+             options.sequential.sequential ? "sequential" : "one-shot",
+             result.layers.layers.size());
+  fmt::print("{:<26} {:>6} {:>12}  {}\n", "tensor", "type", "shape", "why");
+  for (const auto& t : result.types) {
+    const auto& tb = gguf.tensors.at(t.name);
+    (void)tb;
+    int rows = 0, cols = 0;
+    if (t.name == model::kGgufTokenEmbedding || t.name == model::kGgufOutput) {
+      rows = quantized.config().vocab_size;
+      cols = quantized.config().dim;
+    } else {
+      for (int i = 0; i < quantized.num_linear(); ++i)
+        if (model::gguf_linear_name(i) == t.name) {
+          rows = static_cast<int>(quantized.linear(i).rows());
+          cols = static_cast<int>(quantized.linear(i).cols());
+        }
+    }
+    fmt::print("{:<26} {:>6} {:>12}  {}\n", t.name, to_string(t.type),
+               fmt::format("{}x{}", rows, cols), t.reason);
+  }
+  fmt::print("{:<10} {:>10} {:>10} {:>10}\n", "model", "NLL", "PPL", "KL");
+  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10}\n", "float", float_eval.nll,
+             float_eval.perplexity, "-");
+  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10.4f}\n", "quantized", q_eval.nll,
+             q_eval.perplexity, q_eval.kl);
+  fmt::print("bits per weight {:.4f} (all matrices as stored)\n", result.bits_per_weight);
+  fmt::print("quantization and writing {:.2f} s, wrote {}\n", write_seconds, out_path);
+  return 0;
 }
 
 }  // namespace
@@ -66,6 +196,8 @@ int run_model(int argc, char** argv) {
   }
   Args args(argc, argv);
   const ModelPaths paths = take_model_paths(args);
+  if (auto format = args.take("format")) return run_model_gguf(args, paths, *format);
+  if (args.take_flag("pure")) throw UsageError("--pure needs --format");
   const std::string calib_path = args.take_required("calib");
   const std::string eval_path = args.take_required("eval");
   const int calib_tokens = args.take_int("calib-tokens", 4088, 1, 1 << 30);
@@ -92,7 +224,7 @@ int run_model(int argc, char** argv) {
   options.round.threads = args.take_int("threads", 0, 0, 4096);
   options.sequential = !args.take_flag("one-shot");
   options.asymmetric_target = args.take_flag("asymmetric-target");
-  model::Llama2cAdapterOptions adapter_options;
+  model::LlamaAdapterOptions adapter_options;
   if (args.take_flag("float-activations"))
     adapter_options.compute = model::PackedCompute::kFloatActivations;
   const auto dump_dir = args.take("dump-dequant");
@@ -112,13 +244,13 @@ int run_model(int argc, char** argv) {
   auto files = load_model_files(paths);
   const int seq_len = files.model.config().seq_len;
   const auto calib = model::make_eval_windows(
-      files.tokenizer.encode(read_text_file(calib_path)), seq_len, calib_tokens);
-  const auto eval = model::make_eval_windows(files.tokenizer.encode(read_text_file(eval_path)),
+      read_tokens(files, calib_path), seq_len, calib_tokens);
+  const auto eval = model::make_eval_windows(read_tokens(files, eval_path),
                                              seq_len, eval_tokens);
 
   ProgressBar bar(quiet);
-  model::Llama2cModel quantized = files.model;
-  model::Llama2cQuantizable adapter(quantized, calib, adapter_options);
+  model::LlamaModel quantized = files.model;
+  model::LlamaQuantizable adapter(quantized, calib, adapter_options);
   if (mixed) {
     const SensitivityTable table = measure_model_sensitivity(adapter, sensitivity, bar.callback());
     bar.finish();
@@ -173,15 +305,9 @@ int run_model(int argc, char** argv) {
              q_eval.predicted_tokens);
   fmt::print("{:<22} {:>10} {:>10}\n", "stage", "calib s", "round s");
   const auto layer_info = adapter.layers();
-  for (const auto& s : result.stages) {
-    std::string names;
-    for (Index l : s.layers) {  // "layers.0.wq,wk,wv"
-      const std::string& name = layer_info[l].name;
-      names += names.empty() ? name : "," + name.substr(name.rfind('.') + 1);
-    }
-    fmt::print("{:<22} {:>10.3f} {:>10.3f}\n", names, s.calibration_seconds,
-               s.rounding_seconds);
-  }
+  for (const auto& s : result.stages)
+    fmt::print("{:<22} {:>10.3f} {:>10.3f}\n", stage_label(s.layers, layer_info),
+               s.calibration_seconds, s.rounding_seconds);
   fmt::print("{:<10} {:>10} {:>10} {:>10}\n", "model", "NLL", "PPL", "KL");
   fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10}\n", "float", float_eval.nll,
              float_eval.perplexity, "-");

@@ -11,5 +11,6 @@ int run_plan(int argc, char** argv);
 int run_check(int argc, char** argv);
 int run_model(int argc, char** argv);
 int run_generate(int argc, char** argv);
+int run_convert(int argc, char** argv);
 
 }  // namespace qround::cli

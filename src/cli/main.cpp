@@ -23,8 +23,10 @@ constexpr Command kCommands[] = {
     {"plan", qround::cli::run_plan, "choose bits per layer: the Pareto front of size vs loss"},
     {"demo", qround::cli::run_demo, "every method at 4, 3 and 2 bits on an LLM-like layer"},
     {"check", qround::cli::run_check, "run the packed int8/int4 kernel against the simulation"},
-    {"model", qround::cli::run_model, "quantize a llama2.c model end to end, report NLL and KL"},
-    {"generate", qround::cli::run_generate, "sample text from a float or quantized llama2.c model"},
+    {"model", qround::cli::run_model,
+     "quantize a whole model (llama2.c or GGUF) end to end, report NLL and KL, write GGUF"},
+    {"generate", qround::cli::run_generate, "sample text from a float or quantized model"},
+    {"convert", qround::cli::run_convert, "write a model as a float llama GGUF"},
 };
 
 void usage(std::FILE* out) {

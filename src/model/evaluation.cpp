@@ -44,8 +44,8 @@ std::vector<std::vector<int>> make_eval_windows(const std::vector<int>& text_tok
   return windows;
 }
 
-EvalResult evaluate(const Llama2cModel& model, const std::vector<std::vector<int>>& windows,
-                    const Llama2cModel* reference, const ProgressFn& progress) {
+EvalResult evaluate(const LlamaModel& model, const std::vector<std::vector<int>>& windows,
+                    const LlamaModel* reference, const ProgressFn& progress) {
   const auto start = std::chrono::steady_clock::now();
   if (reference && reference->config().vocab_size != model.config().vocab_size)
     throw InvalidArgument(fmt::format("reference model has vocabulary {}, the model {}",
@@ -112,7 +112,7 @@ void SampleOptions::validate() const {
     throw InvalidArgument(fmt::format("temperature = {} must be finite and >= 0", temperature));
 }
 
-std::vector<int> generate(const Llama2cModel& model, const std::vector<int>& prompt,
+std::vector<int> generate(const LlamaModel& model, const std::vector<int>& prompt,
                           const SampleOptions& options) {
   options.validate();
   if (prompt.empty()) throw InvalidArgument("prompt must hold at least one token (BOS)");

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "qround/model/llama2c.hpp"
+#include "qround/model/llama.hpp"
 
 namespace qround::model {
 
@@ -30,8 +30,8 @@ struct EvalResult {
 
 // NLL of `model` on the windows; with `reference` also the mean KL(reference ‖ model) on the same
 // positions. Progress per window; cancellation throws qround::Cancelled.
-EvalResult evaluate(const Llama2cModel& model, const std::vector<std::vector<int>>& windows,
-                    const Llama2cModel* reference = nullptr, const ProgressFn& progress = {});
+EvalResult evaluate(const LlamaModel& model, const std::vector<std::vector<int>>& windows,
+                    const LlamaModel* reference = nullptr, const ProgressFn& progress = {});
 
 struct SampleOptions {
   int steps = 256;           // new tokens at most (also bounded by seq_len)
@@ -42,7 +42,7 @@ struct SampleOptions {
 };
 
 // Continues `prompt` (which should start with BOS); returns the new tokens only.
-std::vector<int> generate(const Llama2cModel& model, const std::vector<int>& prompt,
+std::vector<int> generate(const LlamaModel& model, const std::vector<int>& prompt,
                           const SampleOptions& options = {});
 
 }  // namespace qround::model

@@ -1,30 +1,34 @@
-// The llama2.c model as a QuantizableModel: linear layers in execution order, stages
+// A Llama model (qround/model/llama.hpp) as a QuantizableModel: linear layers in execution order, stages
 // {wq, wk, wv}, {wo}, {w1, w3}, {w2} per block, calibration batches = token windows.
 #pragma once
 
 #include <memory>
 #include <vector>
 
-#include "qround/model/llama2c.hpp"
+#include "qround/model/llama.hpp"
 #include "qround/pipeline.hpp"
 
 namespace qround::model {
 
-struct Llama2cAdapterOptions {
+struct LlamaAdapterOptions {
   // true: a replaced layer is packed (PackedMatrix) and computed by the kernels, so later stages
   // see what integer inference computes. false: dequantized float weights (a pure simulation).
   bool packed = true;
   PackedCompute compute = PackedCompute::kInteger;
   PackOptions pack;
+  // The model's linear layers (indices as in LlamaModel::linear) the adapter exposes, in any
+  // order; empty: all of them. The others keep whatever weights the model has (e.g. a tensor a
+  // file format stores as f16 because its rows do not fit the format's blocks).
+  std::vector<int> linears;
 };
 
-class Llama2cQuantizable : public QuantizableModel {
+class LlamaQuantizable : public QuantizableModel {
  public:
   // `model` (still float) is modified in place as layers are replaced; a copy made here serves
   // the kFloat runs and restore().
   // Each calibration window starts with BOS and holds at most seq_len tokens.
-  Llama2cQuantizable(Llama2cModel& model, std::vector<std::vector<int>> calibration_windows,
-                     Llama2cAdapterOptions options = {});
+  LlamaQuantizable(LlamaModel& model, std::vector<std::vector<int>> calibration_windows,
+                     LlamaAdapterOptions options = {});
 
   std::vector<LinearLayerInfo> layers() const override;
   std::vector<std::vector<Index>> stages() const override;
@@ -36,13 +40,16 @@ class Llama2cQuantizable : public QuantizableModel {
   void replace(Index layer, const QuantizedLayer& quantized) override;
   void restore(Index layer) override;
 
-  const Llama2cModel& float_model() const { return float_model_; }
+  const LlamaModel& float_model() const { return float_model_; }
 
  private:
-  Llama2cModel& model_;
-  Llama2cModel float_model_;
+  LlamaModel& model_;
+  LlamaModel float_model_;
   std::vector<std::vector<int>> windows_;
-  Llama2cAdapterOptions options_;
+  LlamaAdapterOptions options_;
+  std::vector<int> linears_;         // adapter layer → model linear index, execution order
+  std::vector<Index> adapter_index_;  // model linear index → adapter layer, −1 when not exposed
+  int model_index(Index layer) const;
 };
 
 }  // namespace qround::model

@@ -1,0 +1,61 @@
+// A whole Llama model quantized into llama.cpp's tensor types: the methods optimise the codes of
+// every linear layer on exactly the grid of its ggml type (sequential calibration as
+// quantize_model does it), and the result is the GGUF tensors llama.cpp computes with — each one's
+// ggml dequantization equal, bit for bit, to the weights the quantized model simulates.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "qround/format.hpp"
+#include "qround/model/gguf_llama.hpp"
+#include "qround/model/llama.hpp"
+#include "qround/pipeline.hpp"
+
+namespace qround::model {
+
+// The type a GGUF tensor is stored in, and why (a type mix's rule, a fallback, ...).
+struct TensorTypeChoice {
+  std::string name;  // GGUF name, e.g. "blk.0.ffn_down.weight"
+  GgmlType type = GgmlType::kF32;
+  std::string reason;
+};
+
+struct GgufQuantizeOptions {
+  // Method, iterations, seed, threads, method settings, calibration mode. `round.grid` supplies
+  // only the scale search; each layer's grid is its ggml type's. `per_layer` must be empty.
+  SequentialOptions sequential;
+  // One entry per matrix of the model (token_embd, every blk.N linear, output when not tied), as
+  // a type mix plans them. Float types (f32, f16, bf16) are stored as that type; the model then
+  // computes with the weights rounded to it.
+  std::vector<TensorTypeChoice> types;
+};
+
+struct GgufQuantization {
+  ModelQuantization layers;       // the method's linear layers (those with a quantized type)
+  LlamaGgufOptions tensors;       // every matrix's bytes, ready for write_gguf_llama
+  std::vector<TensorTypeChoice> types;  // as given, in model order
+  double bits_per_weight = 0.0;   // storage of all matrices (bytes · 8 / weights)
+};
+
+// Quantizes `model` in place (its weights become what the GGUF file computes: the dequantized
+// codes, or the float types' rounded weights). The token embedding and a separate output matrix
+// are rounded to nearest on their type's grid (no calibration statistics exist for a lookup
+// table). InvalidArgument when `types` misses a matrix, names one twice or names an unknown one,
+// or a row length is not a whole number of a type's blocks. Throws NumericalError if an encoded
+// tensor ever failed to dequantize to the simulated weights (the exactness guarantee). On
+// cancellation or any error the model is restored to float.
+GgufQuantization quantize_to_gguf(LlamaModel& model,
+                                  const std::vector<std::vector<int>>& calibration_windows,
+                                  const GgufQuantizeOptions& options,
+                                  const ProgressFn& progress = {});
+
+// One type for every matrix, as llama-quantize --pure does, with llama.cpp's fallback for a row
+// that does not fit the type's blocks (tensor_type_fallback in llama-quant.cpp: q4_k → q5_0,
+// q5_k → q5_1, q6_k → q8_0, q2_k / q3_k → q4_0; then f16 when even that does not fit).
+std::vector<TensorTypeChoice> pure_tensor_types(const LlamaModel& model, GgmlType type);
+
+// The GGUF names of the model's matrices in file order: token_embd, blk.N linears, output.
+std::vector<std::string> gguf_matrix_names(const LlamaModel& model);
+
+}  // namespace qround::model

@@ -1,0 +1,211 @@
+#include "qround/model/gguf_quantize.hpp"
+
+#include <fmt/format.h>
+
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "qround/error.hpp"
+#include "qround/ggml_codec.hpp"
+#include "qround/model/llama_adapter.hpp"
+#include "qround/scale_search.hpp"
+
+namespace qround::model {
+namespace {
+
+bool is_float_type(GgmlType t) {
+  return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16;
+}
+
+// llama.cpp's fallback for a row of `cols` that `type`'s blocks do not divide (llama-quant.cpp,
+// tensor_type_fallback), with the reason it gives.
+TensorTypeChoice fallback(const std::string& name, GgmlType type, Index cols) {
+  const int block = ggml_traits(type).block;
+  if (cols % block == 0) return {name, type, fmt::format("{} everywhere (pure)", to_string(type))};
+  GgmlType to = type;
+  switch (type) {
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+      to = GgmlType::kQ4_0;
+      break;
+    case GgmlType::kQ4_K:
+      to = GgmlType::kQ5_0;
+      break;
+    case GgmlType::kQ5_K:
+      to = GgmlType::kQ5_1;
+      break;
+    case GgmlType::kQ6_K:
+      to = GgmlType::kQ8_0;
+      break;
+    default:
+      break;
+  }
+  if (cols % ggml_traits(to).block != 0) to = GgmlType::kF16;
+  return {name, to,
+          fmt::format("{} columns are not a multiple of {}'s {} → {} (llama.cpp's fallback)", cols,
+                      to_string(type), block, to_string(to))};
+}
+
+MatrixF matrix_of(const LlamaModel& model, const std::string& name, int* linear) {
+  *linear = -1;
+  if (name == kGgufTokenEmbedding) return model.weights().token_embedding;
+  if (name == kGgufOutput && !model.config().shared_classifier) return model.weights().classifier;
+  for (int i = 0; i < model.num_linear(); ++i)
+    if (gguf_linear_name(i) == name) {
+      *linear = i;
+      return model.linear(i);
+    }
+  throw InvalidArgument(fmt::format("quantize_to_gguf: the model has no matrix '{}'", name));
+}
+
+void set_matrix(LlamaModel& model, const std::string& name, int linear, const MatrixFRef& w) {
+  if (linear >= 0) model.set_linear(linear, w);
+  else if (name == kGgufTokenEmbedding) model.set_token_embedding(w);
+  else model.set_classifier(w);
+}
+
+// The tensor's bytes must dequantize, in ggml's formulas, to exactly the simulated weights.
+void require_exact(const std::string& name, const GgufTensorBytes& t, const MatrixF& simulated) {
+  const MatrixF back =
+      dequantize_ggml(t.type, t.bytes.data(), t.bytes.size(), simulated.rows(), simulated.cols());
+  if (std::memcmp(back.data(), simulated.data(), sizeof(float) * back.size()) != 0)
+    throw NumericalError(fmt::format("{}: the {} bytes do not dequantize to the simulated weights",
+                                     name, to_string(t.type)));
+}
+
+// Restores every matrix to float unless dismissed (errors and cancellation leave no half state).
+class RestoreOnError {
+ public:
+  RestoreOnError(LlamaModel& model) : model_(model), saved_(model) {}
+  ~RestoreOnError() {
+    if (!dismissed_) model_ = saved_;
+  }
+  void dismiss() { dismissed_ = true; }
+
+ private:
+  LlamaModel& model_;
+  LlamaModel saved_;
+  bool dismissed_ = false;
+};
+
+}  // namespace
+
+std::vector<std::string> gguf_matrix_names(const LlamaModel& model) {
+  std::vector<std::string> names = {kGgufTokenEmbedding};
+  for (int i = 0; i < model.num_linear(); ++i) names.push_back(gguf_linear_name(i));
+  if (!model.config().shared_classifier) names.push_back(kGgufOutput);
+  return names;
+}
+
+std::vector<TensorTypeChoice> pure_tensor_types(const LlamaModel& model, GgmlType type) {
+  std::vector<TensorTypeChoice> out;
+  for (const std::string& name : gguf_matrix_names(model)) {
+    int linear;
+    const Index cols = matrix_of(model, name, &linear).cols();
+    out.push_back(is_float_type(type)
+                      ? TensorTypeChoice{name, type, fmt::format("{} everywhere", to_string(type))}
+                      : fallback(name, type, cols));
+  }
+  return out;
+}
+
+GgufQuantization quantize_to_gguf(LlamaModel& model,
+                                  const std::vector<std::vector<int>>& calibration_windows,
+                                  const GgufQuantizeOptions& options, const ProgressFn& progress) {
+  if (options.sequential.per_layer)
+    throw InvalidArgument("quantize_to_gguf: per_layer must be empty (the types choose the grids)");
+  options.sequential.validate();
+  std::map<std::string, GgmlType> type_of;
+  for (const auto& t : options.types)
+    if (!type_of.emplace(t.name, t.type).second)
+      throw InvalidArgument(fmt::format("quantize_to_gguf: '{}' has two types", t.name));
+  const std::vector<std::string> names = gguf_matrix_names(model);
+  for (const auto& name : names)
+    if (!type_of.count(name))
+      throw InvalidArgument(fmt::format("quantize_to_gguf: no type for '{}'", name));
+  if (type_of.size() != names.size())
+    for (const auto& t : options.types) {
+      int linear;
+      matrix_of(model, t.name, &linear);  // throws for the unknown name
+    }
+  for (const auto& name : names) {
+    int linear;
+    const MatrixF w = matrix_of(model, name, &linear);
+    const GgmlType t = type_of[name];
+    if (w.cols() % ggml_traits(t).block != 0)
+      throw InvalidArgument(fmt::format("quantize_to_gguf: {} has {} columns, not a multiple of "
+                                        "{}'s block of {}",
+                                        name, w.cols(), to_string(t), ggml_traits(t).block));
+  }
+
+  RestoreOnError restore(model);
+  GgufQuantization out;
+  out.types = options.types;
+  std::vector<int> method_linears;
+  double bits = 0.0, weights = 0.0;
+  // Lookup tables and float-typed matrices first: every calibration run then sees them as the
+  // file stores them.
+  for (const auto& name : names) {
+    int linear;
+    const MatrixF w = matrix_of(model, name, &linear);
+    const GgmlType t = type_of[name];
+    bits += 8.0 * static_cast<double>(ggml_tensor_bytes(t, w.rows(), w.cols()));
+    weights += static_cast<double>(w.size());
+    if (!is_float_type(t) && linear >= 0) {
+      method_linears.push_back(linear);
+      continue;
+    }
+    GgufTensorBytes bytes{t, {}};
+    MatrixF simulated;
+    if (is_float_type(t)) {
+      bytes.bytes = encode_ggml_float(t, w);
+      simulated = dequantize_ggml(t, bytes.bytes, w.rows(), w.cols());
+    } else {
+      // No statistics for a lookup table: the search weighs every column alike.
+      const GridSpec spec = GridSpec::for_format(t, options.sequential.round.grid.search);
+      const Grid grid = spec.search == ScaleSearch::kHessian
+                            ? make_grid(w, spec, VectorD::Ones(w.cols()))
+                            : make_grid(w, spec);
+      MatrixI8 codes(w.rows(), w.cols());
+      for (Index r = 0; r < w.rows(); ++r)
+        for (Index c = 0; c < w.cols(); ++c)
+          codes(r, c) = static_cast<std::int8_t>(grid.code(r, c, w(r, c)));
+      bytes.bytes = encode_ggml(codes, grid);
+      simulated = dequantize(codes, grid);
+      require_exact(name, bytes, simulated);
+    }
+    set_matrix(model, name, linear, simulated);
+    out.tensors.tensors.emplace(name, std::move(bytes));
+  }
+  out.bits_per_weight = bits / weights;
+
+  if (!method_linears.empty()) {
+    LlamaAdapterOptions adapter_options;
+    adapter_options.packed = false;  // the dequantized weights: exactly what the file computes
+    adapter_options.linears = method_linears;
+    LlamaQuantizable adapter(model, calibration_windows, adapter_options);
+    SequentialOptions seq = options.sequential;
+    std::map<std::string, GgmlType> type_by_layer;
+    for (int i : method_linears) type_by_layer[model.linear_name(i)] = type_of[gguf_linear_name(i)];
+    const ScaleSearch search = seq.round.grid.search;
+    seq.per_layer = [type_by_layer, search](const LinearLayerInfo& layer,
+                                            const RoundLayerOptions& base) {
+      RoundLayerOptions o = base;
+      o.grid = GridSpec::for_format(type_by_layer.at(layer.name), search);
+      return o;
+    };
+    out.layers = quantize_model(adapter, seq, progress);
+    for (const LayerOutcome& l : out.layers.layers) {
+      const int linear = method_linears[l.layer];
+      const std::string name = gguf_linear_name(linear);
+      GgufTensorBytes bytes{type_of[name], encode_ggml(l.quantized)};
+      require_exact(name, bytes, model.linear(linear));
+      out.tensors.tensors.emplace(name, std::move(bytes));
+    }
+  }
+  restore.dismiss();
+  return out;
+}
+
+}  // namespace qround::model
