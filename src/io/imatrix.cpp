@@ -25,7 +25,8 @@ constexpr const char* kCountsSuffix = ".counts";
 constexpr std::uint64_t kMaxFileBytes = std::uint64_t{1} << 40;
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string name_list(const Imatrix& m) {
@@ -126,9 +127,9 @@ Imatrix parse_legacy(const std::vector<unsigned char>& bytes, const std::string&
     if (cur.remaining() > 0) {
       const std::int32_t len = read_i32(cur, "the dataset name length");
       if (len < 0 || static_cast<std::uint64_t>(len) != cur.remaining())
-        throw IoError(fmt::format(
-            "{}: dataset name length is {}: expected the {} bytes that end the file", what, len,
-            cur.remaining()));
+        throw IoError(
+            fmt::format("{}: dataset name length is {}: expected the {} bytes that end the file",
+                        what, len, cur.remaining()));
       if (len > 0) {
         const unsigned char* p = cur.take(static_cast<std::size_t>(len), "the dataset name");
         m.datasets.emplace_back(reinterpret_cast<const char*>(p), static_cast<std::size_t>(len));
@@ -153,16 +154,18 @@ Imatrix parse_gguf_imatrix(std::vector<unsigned char> bytes, const std::string& 
   // llama-quantize refuses a GGUF imatrix without these three keys ("missing imatrix metadata").
   auto require = [&](const char* key, GgufType type, const char* expected) -> const GgufValue& {
     const GgufValue* v = file.find(key);
-    if (!v) throw IoError(fmt::format("{}: metadata key {} is missing: expected {}", what, key,
-                                      expected));
+    if (!v)
+      throw IoError(
+          fmt::format("{}: metadata key {} is missing: expected {}", what, key, expected));
     const bool ok = type == GgufType::kArray
                         ? v->is_array() && v->element_type() == GgufType::kString
                         : v->type() == type;
-    if (!ok) throw IoError(fmt::format("{}: {} is {}: expected {}", what, key, v->describe(),
-                                       expected));
+    if (!ok)
+      throw IoError(fmt::format("{}: {} is {}: expected {}", what, key, v->describe(), expected));
     return *v;
   };
-  m.datasets = require(kKeyDatasets, GgufType::kArray, "an array of string").get_array<std::string>();
+  m.datasets =
+      require(kKeyDatasets, GgufType::kArray, "an array of string").get_array<std::string>();
   // Read with gguf_get_val_u32, so they must be u32; kept as i32 as the loader keeps them.
   const std::uint32_t chunk_count =
       require(kKeyChunkCount, GgufType::kUint32, "a uint32").get<std::uint32_t>();
@@ -240,9 +243,9 @@ std::int32_t to_i32(std::int64_t v, const std::string& what) {
 
 void require_chunk_size(const Imatrix& m, const char* conversion) {
   if (m.chunk_size < 1)
-    throw InvalidArgument(fmt::format(
-        "converting an imatrix {} needs chunk_size (tokens per chunk) >= 1, got {}", conversion,
-        m.chunk_size));
+    throw InvalidArgument(
+        fmt::format("converting an imatrix {} needs chunk_size (tokens per chunk) >= 1, got {}",
+                    conversion, m.chunk_size));
 }
 
 std::vector<unsigned char> serialize_legacy(const Imatrix& m) {
@@ -296,14 +299,16 @@ std::vector<unsigned char> serialize_gguf_imatrix(const Imatrix& m) {
   file.set(kGgufKeyAlignment, GgufValue::scalar<std::uint32_t>(kGgufAlignment));
   file.set(kKeyType, GgufValue::string("imatrix"));
   file.set(kKeyDatasets, GgufValue::array<std::string>(m.datasets));
-  file.set(kKeyChunkCount, GgufValue::scalar<std::uint32_t>(static_cast<std::uint32_t>(m.chunk_count)));
-  file.set(kKeyChunkSize, GgufValue::scalar<std::uint32_t>(static_cast<std::uint32_t>(m.chunk_size)));
+  file.set(kKeyChunkCount,
+           GgufValue::scalar<std::uint32_t>(static_cast<std::uint32_t>(m.chunk_count)));
+  file.set(kKeyChunkSize,
+           GgufValue::scalar<std::uint32_t>(static_cast<std::uint32_t>(m.chunk_size)));
   for (const ImatrixEntry& e : m.entries) {
     const std::int64_t n = e.matrices(), cols = e.cols();
     if (e.name.size() + std::strlen(kSumsSuffix) > kGgufMaxNameBytes)
-      throw InvalidArgument(fmt::format(
-          "imatrix entry '{}' has a {}-byte name: with '{}' it exceeds GGUF's {} bytes", e.name,
-          e.name.size(), kSumsSuffix, kGgufMaxNameBytes));
+      throw InvalidArgument(
+          fmt::format("imatrix entry '{}' has a {}-byte name: with '{}' it exceeds GGUF's {} bytes",
+                      e.name, e.name.size(), kSumsSuffix, kGgufMaxNameBytes));
     std::vector<float> sums = e.sums, counts(e.counts.size());
     for (std::size_t j = 0; j < counts.size(); ++j) counts[j] = static_cast<float>(e.counts[j]);
     if (m.form == ImatrixForm::kLegacy) {
@@ -312,27 +317,28 @@ std::vector<unsigned char> serialize_gguf_imatrix(const Imatrix& m) {
       for (std::size_t j = 0; j < counts.size(); ++j)
         counts[j] = static_cast<float>(e.counts[j] * m.chunk_size);
     }
-    file.add_tensor(e.name + kSumsSuffix, GgmlType::kF32, {cols, n}, sums.data(),
-                    sums.size() * sizeof(float));
-    file.add_tensor(e.name + kCountsSuffix, GgmlType::kF32, {1, n}, counts.data(),
-                    counts.size() * sizeof(float));
+    // gguf.cpp stores ggml_n_dims dimensions: trailing 1s are dropped.
+    using Shape = std::vector<std::int64_t>;
+    file.add_tensor(e.name + kSumsSuffix, GgmlType::kF32, n == 1 ? Shape{cols} : Shape{cols, n},
+                    sums.data(), sums.size() * sizeof(float));
+    file.add_tensor(e.name + kCountsSuffix, GgmlType::kF32, n == 1 ? Shape{1} : Shape{1, n},
+                    counts.data(), counts.size() * sizeof(float));
   }
   return serialize_gguf(file);
 }
 
 }  // namespace
 
-const char* to_string(ImatrixForm form) {
-  return form == ImatrixForm::kGguf ? "gguf" : "legacy";
-}
+const char* to_string(ImatrixForm form) { return form == ImatrixForm::kGguf ? "gguf" : "legacy"; }
 
 std::int64_t ImatrixEntry::cols() const {
   return counts.empty() ? 0 : static_cast<std::int64_t>(sums.size()) / matrices();
 }
 
 const ImatrixEntry* Imatrix::find(const std::string& name) const {
-  auto it = std::lower_bound(entries.begin(), entries.end(), name,
-                             [](const ImatrixEntry& e, const std::string& n) { return e.name < n; });
+  auto it =
+      std::lower_bound(entries.begin(), entries.end(), name,
+                       [](const ImatrixEntry& e, const std::string& n) { return e.name < n; });
   if (it != entries.end() && it->name == name) return &*it;
   // Not sorted (built by hand): fall back to a scan.
   for (const ImatrixEntry& e : entries)
@@ -349,8 +355,8 @@ std::vector<std::string> Imatrix::names() const {
 std::vector<float> Imatrix::quantize_weights(const std::string& name) const {
   const ImatrixEntry* e = find(name);
   if (!e)
-    throw InvalidArgument(fmt::format("the imatrix has no entry '{}' (it has: {})", name,
-                                      name_list(*this)));
+    throw InvalidArgument(
+        fmt::format("the imatrix has no entry '{}' (it has: {})", name, name_list(*this)));
   const std::string p = entry_problem(*e);
   if (!p.empty()) throw InvalidArgument(fmt::format("imatrix: {}", p));
   // tools/quantize/quantize.cpp load_imatrix: GGUF sums / (float)count (1 where the count is 0);
@@ -372,8 +378,9 @@ VectorD Imatrix::importance(const std::string& name, Index cols, Index matrix) c
         "imatrix entry '{}' has {} columns{}: expected {} (the layer's inputs)", name, e.cols(),
         e.matrices() > 1 ? fmt::format(" per matrix ({} matrices)", e.matrices()) : "", cols));
   if (matrix < 0 || matrix >= e.matrices())
-    throw InvalidArgument(fmt::format("imatrix entry '{}' has {} matrices: matrix {} is out of range",
-                                      name, e.matrices(), matrix));
+    throw InvalidArgument(
+        fmt::format("imatrix entry '{}' has {} matrices: matrix {} is out of range", name,
+                    e.matrices(), matrix));
   VectorD out(cols);
   for (Index j = 0; j < cols; ++j) out[j] = w[static_cast<std::size_t>(matrix * cols + j)];
   return out;
@@ -406,8 +413,8 @@ Imatrix imatrix_from_statistics(const std::vector<std::string>& names,
         "imatrix_from_statistics: {} names, {} diagonals and {} token counts: expected one each",
         names.size(), hessian_diagonals.size(), tokens.size()));
   if (options.chunk_size < 1)
-    throw InvalidArgument(
-        fmt::format("imatrix chunk_size is {}: expected >= 1 tokens per chunk", options.chunk_size));
+    throw InvalidArgument(fmt::format("imatrix chunk_size is {}: expected >= 1 tokens per chunk",
+                                      options.chunk_size));
   Imatrix m;
   m.form = ImatrixForm::kGguf;
   m.datasets = options.datasets;
@@ -421,8 +428,8 @@ Imatrix imatrix_from_statistics(const std::vector<std::string>& names,
           "for a tensor it never saw)",
           names[i], tokens[i]));
     if (d.size() < 1)
-      throw InvalidArgument(fmt::format("imatrix_from_statistics: '{}' has an empty diagonal",
-                                        names[i]));
+      throw InvalidArgument(
+          fmt::format("imatrix_from_statistics: '{}' has an empty diagonal", names[i]));
     ImatrixEntry e;
     e.name = names[i];
     e.counts = {tokens[i]};
