@@ -106,7 +106,7 @@ Prepared prepare(const LayerProblem& problem, const GridSpec& spec, const GptqOp
   if (spec.granularity == Granularity::kPerGroup) {
     // Static groups (and the single group of a layer narrower than G) are fitted after zeroing,
     // as the reference does. With dynamic groups this only gives the grid its shape.
-    p.grid = spec.search == ScaleSearch::kHessian ? make_grid(p.w, spec, problem.hessian_diagonal())
+    p.grid = spec.search == ScaleSearch::kHessian ? make_grid(p.w, spec, problem.scale_importance())
                                                   : make_grid(p.w, spec);
   }
   p.perm.resize(static_cast<size_t>(n));
@@ -156,7 +156,7 @@ CoreResult run_core(const LayerProblem& problem, const GridSpec& spec, const Gpt
   if (p.dynamic_groups) {
     out.grid = p.grid;  // shape and metadata; scales/zeros are refitted group by group
     if (spec.search == ScaleSearch::kHessian) {
-      const VectorD d = problem.hessian_diagonal();
+      const VectorD d = problem.scale_importance();
       diag_p.resize(n);
       for (Index k = 0; k < n; ++k) diag_p[k] = d[p.perm[static_cast<size_t>(k)]];
     }

@@ -123,7 +123,7 @@ Grid nupes_grid(const LayerProblem& problem, const GridSpec& spec, const NupesOp
   VectorD importance;
   if (spec.search == ScaleSearch::kHessian) {
     problem.require_calibration();
-    importance = problem.hessian_diagonal();
+    importance = problem.scale_importance();
   }
   const VectorD* imp = spec.search == ScaleSearch::kHessian ? &importance : nullptr;
   if (options.fixed_exponent > 0.0f)

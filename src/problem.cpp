@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "qround/detail/dense.hpp"
 #include "qround/scale_search.hpp"
 
@@ -213,11 +215,26 @@ MatrixF LayerProblem::gradient(const MatrixFRef& w_hat) const {
   return (2.0 * (dh + r_)).cast<float>();  // one pass, no further double temporaries
 }
 
+void LayerProblem::set_scale_importance(const VectorD& importance) {
+  if (importance.size() != cols())
+    throw InvalidArgument(fmt::format("scale importance has {} entries: expected {} (the inputs)",
+                                      importance.size(), cols()));
+  for (Index j = 0; j < importance.size(); ++j)
+    if (!std::isfinite(importance[j]) || importance[j] < 0.0)
+      throw InvalidArgument(fmt::format("scale importance[{}] is {}: expected finite and >= 0", j,
+                                        importance[j]));
+  scale_importance_ = importance;
+}
+
+VectorD LayerProblem::scale_importance() const {
+  if (has_scale_importance()) return scale_importance_;
+  require_calibration();
+  return hessian_diagonal();
+}
+
 Grid make_grid(const LayerProblem& problem, const GridSpec& spec) {
-  if (spec.search == ScaleSearch::kHessian) {
-    problem.require_calibration();
-    return make_grid(problem.weights(), spec, problem.hessian_diagonal());
-  }
+  if (spec.search == ScaleSearch::kHessian)
+    return make_grid(problem.weights(), spec, problem.scale_importance());
   return make_grid(problem.weights(), spec);
 }
 

@@ -14,6 +14,8 @@
 
 #include "qround/ggml_codec.hpp"
 #include "qround/io/gguf.hpp"
+#include "qround/io/imatrix.hpp"
+#include "qround/scale_search.hpp"
 #include "qround/io/json.hpp"
 #include "qround/io/npy.hpp"
 #include "qround/synthetic.hpp"
@@ -284,6 +286,73 @@ TEST(CliQuantizeFormat, DisagreeingGridOptionsAreUsageErrors) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("256"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir.file("narrow")));
+}
+
+}  // namespace
+}  // namespace qround
+
+namespace qround {
+namespace {
+
+TEST(CliQuantizeImatrix, ScaleSearchUsesTheImatrixEntry) {
+  testing::TempDir dir;
+  const LayerFiles f = write_synthetic(dir, 8, 256);
+  const MatrixF w = io::load_npy_f32(f.weights);
+  // An importance unlike the layer's own inputs: the first block dominates.
+  VectorD sums = VectorD::Constant(256, 10.0);
+  sums.head(32).setConstant(1.0e5);
+  const io::Imatrix m = io::imatrix_from_statistics({"blk.0.w", "blk.1.w"}, {sums, sums}, {10, 10});
+  const std::string imatrix = dir.file("imatrix.gguf");
+  io::write_imatrix(imatrix, m, io::ImatrixForm::kGguf);
+  const std::string out = dir.file("out");
+  const auto r = testing::run_cli(fmt::format(
+      "quantize --weights {} --inputs {} --format q4_0 --imatrix {} --imatrix-tensor blk.1.w "
+      "--quiet --out {}",
+      f.weights, f.inputs, imatrix, out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const MatrixF expected =
+      fake_quant(w, make_grid(w, GridSpec::for_format(GgmlType::kQ4_0), m.importance("blk.1.w", 256)));
+  const MatrixF got = io::load_npy_f32(out + "/dequant.npy");
+  EXPECT_EQ(std::memcmp(expected.data(), got.data(), sizeof(float) * got.size()), 0);
+  // Without the imatrix the layer's own diag(XᵀX) gives other scales.
+  const auto plain = testing::run_cli(fmt::format(
+      "quantize --weights {} --inputs {} --format q4_0 --quiet --out {}", f.weights, f.inputs,
+      dir.file("plain")));
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_NE(io::load_npy_f32(dir.file("plain") + "/dequant.npy"), got);
+}
+
+TEST(CliQuantizeImatrix, AmbiguousAbsentOrMismatchedEntriesAreRefused) {
+  testing::TempDir dir;
+  const LayerFiles f = write_synthetic(dir, 8, 256);
+  const VectorD sums = VectorD::Ones(256);
+  const std::string two = dir.file("two.dat");
+  io::Imatrix m = io::imatrix_from_statistics({"a", "b"}, {sums, sums}, {4, 4});
+  m.chunk_size = 4;
+  io::write_imatrix(two, m, io::ImatrixForm::kLegacy);
+  const std::string base = fmt::format("quantize --weights {} --inputs {} --format q4_0 --quiet "
+                                       "--out {} --imatrix {}",
+                                       f.weights, f.inputs, dir.file("out"), two);
+  auto r = testing::run_cli(base);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("choose one with --imatrix-tensor (a, b)"), std::string::npos) << r.err;
+  r = testing::run_cli(base + " --imatrix-tensor c");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no entry 'c'"), std::string::npos) << r.err;
+  const std::string narrow = dir.file("narrow.gguf");
+  io::write_imatrix(narrow, io::imatrix_from_statistics({"a"}, {VectorD::Ones(64)}, {4}),
+                    io::ImatrixForm::kGguf);
+  r = testing::run_cli(fmt::format("quantize --weights {} --inputs {} --format q4_0 --quiet --out "
+                                   "{} --imatrix {}",
+                                   f.weights, f.inputs, dir.file("out"), narrow));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("'a' has 64 columns"), std::string::npos) << r.err;
+  r = testing::run_cli(fmt::format("quantize --weights {} --inputs {} --bits 4 --quiet --out {} "
+                                   "--imatrix {}",
+                                   f.weights, f.inputs, dir.file("out"), narrow));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--scale-search hessian"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir.file("out")));
 }
 
 }  // namespace

@@ -64,8 +64,14 @@ class LayerProblem {
   // Irreducible loss from the input mismatch alone (Ŵ = W); 0 without a target.
   double baseline_loss() const;
 
-  // diag(H): the importance vector of Hessian-weighted scale search.
   VectorD hessian_diagonal() const { return hessian().diagonal(); }
+  // The importance of Hessian-weighted scale search (ScaleSearch::kHessian): diag(H), unless one
+  // was set, e.g. the per-column mean x² of a llama.cpp imatrix (io/imatrix.hpp). Only the grid's
+  // scale search reads it; the methods' losses and Hessians still come from the calibration.
+  // InvalidArgument unless `importance` has cols() finite entries >= 0.
+  void set_scale_importance(const VectorD& importance);
+  bool has_scale_importance() const { return scale_importance_.size() != 0; }
+  VectorD scale_importance() const;
 
   // Throws InvalidArgument unless calibration data was added (or the Hessian given).
   void require_calibration() const;
@@ -86,6 +92,7 @@ class LayerProblem {
   void ensure_symmetric() const;
   Index tokens_ = 0;
   bool has_target_ = false;
+  VectorD scale_importance_;  // empty: diag(H)
   MatrixF x_retained_, x_target_retained_;
   // Lazily derived from the statistics (guarded: const methods may run concurrently).
   mutable std::shared_ptr<std::mutex> derived_mutex_ = std::make_shared<std::mutex>();
@@ -95,7 +102,7 @@ class LayerProblem {
   mutable double energy_ = 0.0;
 };
 
-// Grid for a problem's weights; Hessian-weighted search uses diag(H).
+// Grid for a problem's weights; Hessian-weighted search uses problem.scale_importance().
 Grid make_grid(const LayerProblem& problem, const GridSpec& spec);
 
 }  // namespace qround

@@ -29,6 +29,7 @@
 #include "qround/qgemm.hpp"
 
 // Files.
+#include "qround/io/imatrix.hpp"
 #include "qround/io/json.hpp"
 #include "qround/io/npy.hpp"
 #include "qround/io/report.hpp"

@@ -13,6 +13,7 @@
 #include "progress.hpp"
 #include "qround/ggml_codec.hpp"
 #include "qround/io/gguf.hpp"
+#include "qround/io/imatrix.hpp"
 #include "qround/io/json.hpp"
 #include "qround/io/npy.hpp"
 #include "qround/round_layer.hpp"
@@ -25,7 +26,8 @@ namespace {
 constexpr const char* kHelp = R"(usage: qround quantize --weights W.npy --inputs X.npy [--inputs X2.npy ...]
                        [--target-inputs XF.npy ...] --bits B [--group-size G] [--symmetric]
                        [--scale-search minmax|mse|hessian] [--format TYPE] [--method M] [--iterations N]
-                       [--seed S] [--threads T] [--quiet] --out DIR [method options]
+                       [--seed S] [--threads T] [--imatrix FILE [--imatrix-tensor NAME]]
+                       [--quiet] --out DIR [method options]
 
   --weights        float weights, out × in (.npy f32/f16/f64)
   --inputs         calibration inputs the layer sees, tokens × in; repeat for more batches
@@ -39,6 +41,10 @@ constexpr const char* kHelp = R"(usage: qround quantize --weights W.npy --inputs
                    codes are optimised on exactly the type's levels and DIR/layer.gguf holds them
                    as the type's blocks (tensor "weight"), which llama.cpp dequantizes to
                    exactly dequant.npy
+  --imatrix        a llama.cpp importance matrix (imatrix.gguf or legacy .dat): the scale search
+                   weights each input by its mean x² from there instead of from --inputs (the
+                   method itself still uses --inputs). Needs --scale-search hessian or --format
+  --imatrix-tensor which entry of --imatrix (default: its only entry)
   --method         rounding method (default nearest; `qround info` lists them)
   --out            output directory: dequant.npy, codes.npy, scales.npy, zeros.npy, report.json
                    (+ offsets.npy and layer.gguf with --format)
@@ -60,6 +66,14 @@ int run_quantize(int argc, char** argv) {
   const std::vector<std::string> targets = args.take_all("target-inputs");
   RoundLayerOptions options;
   options.grid = take_grid_spec(args);
+  const std::optional<std::string> imatrix_path = args.take("imatrix");
+  const std::optional<std::string> imatrix_tensor = args.take("imatrix-tensor");
+  if (imatrix_tensor && !imatrix_path) throw UsageError("--imatrix-tensor needs --imatrix FILE");
+  if (imatrix_path && options.grid.search != ScaleSearch::kHessian)
+    throw UsageError(fmt::format(
+        "--imatrix weights the hessian scale search, but the search is {}: add --scale-search "
+        "hessian (the default with --format)",
+        to_string(options.grid.search)));
   const int bits = options.grid.bits;
   const int group_size =
       options.grid.granularity == Granularity::kPerGroup ? options.grid.group_size : 0;
@@ -104,6 +118,22 @@ int run_quantize(int argc, char** argv) {
       const MatrixF xf = io::load_npy_f32(targets[i]);
       problem.add_batch(x, xf);
     }
+  }
+
+  if (imatrix_path) {
+    const io::Imatrix imatrix = io::read_imatrix(*imatrix_path);
+    std::string name;
+    if (imatrix_tensor) {
+      name = *imatrix_tensor;
+    } else if (imatrix.entries.size() == 1) {
+      name = imatrix.entries.front().name;
+    } else {
+      std::string names;
+      for (const std::string& n : imatrix.names()) names += (names.empty() ? "" : ", ") + n;
+      throw UsageError(fmt::format("{} has {} entries: choose one with --imatrix-tensor ({})",
+                                   *imatrix_path, imatrix.entries.size(), names));
+    }
+    problem.set_scale_importance(imatrix.importance(name, weights.cols()));
   }
 
   ProgressBar bar(quiet);
