@@ -20,9 +20,11 @@ BUILD=${QROUND_BUILD_DIR:-build/interop}
 DATA=${QROUND_DATA_DIR:-../shared/data}
 LIBDIR=$CACHE/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64
 BUNDLE=$CACHE/node_modules/node-llama-cpp/llama/gitRelease.bundle
-HARNESS=$BUILD/interop-engine  # extracted headers and the compiled engine_check
+HARNESS=$BUILD/interop-engine  # extracted headers and the compiled engine_check / engine_model
 ENGINE_CHECK=$HARNESS/engine_check
+ENGINE_MODEL=$HARNESS/engine_model
 WRITE_LAYER=$BUILD/tests/write_layer_gguf
+GGUF_NLL=$BUILD/tests/gguf_nll
 
 die() {
   echo "interop: FAILED: $*" >&2
@@ -73,8 +75,8 @@ install_engine() {
 
 build_harness() {
   local stamp=$HARNESS/stamp want
-  want="$ENGINE_VERSION $LIBDIR $(cksum <tests/interop/engine_check.c)"
-  if [ -x "$ENGINE_CHECK" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  want="$ENGINE_VERSION $LIBDIR $(cat tests/interop/engine_check.c tests/interop/engine_model.c | cksum)"
+  if [ -x "$ENGINE_CHECK" ] && [ -x "$ENGINE_MODEL" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
   rm -rf "$HARNESS"
   mkdir -p "$HARNESS"
   # The release's own headers (ggml/include, include) from the git bundle inside the package.
@@ -86,6 +88,12 @@ build_harness() {
       tests/interop/engine_check.c -o "$ENGINE_CHECK" \
       -L"$LIBDIR" -l:libggml.v0.4.0.so -l:libggml-base.so -Wl,-rpath,"$LIBDIR" ||
     die "cannot compile tests/interop/engine_check.c against the bundled llama.cpp headers"
+  gcc -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Wall -Wextra -Werror \
+      -I"$HARNESS/src/ggml/include" -I"$HARNESS/src/include" -DENGINE_LIBDIR="\"$LIBDIR\"" \
+      tests/interop/engine_model.c -o "$ENGINE_MODEL" \
+      -L"$LIBDIR" -l:libllama.v0.4.0.so -l:libggml.v0.4.0.so -l:libggml-base.so \
+      -Wl,-rpath,"$LIBDIR" -lm ||
+    die "cannot compile tests/interop/engine_model.c against the bundled llama.cpp headers"
   echo "$want" >"$stamp"
 }
 
@@ -95,7 +103,7 @@ build_qround_tools() {
           -DQROUND_BUILD_BENCH=OFF -DQROUND_BUILD_EXAMPLES=OFF -DQROUND_BUILD_CLI=ON >/dev/null ||
       die "cannot configure qround in $BUILD"
   fi
-  cmake --build "$BUILD" -j "$(qround_jobs)" --target write_layer_gguf qround_cli >/dev/null ||
+  cmake --build "$BUILD" -j "$(qround_jobs)" --target write_layer_gguf gguf_nll qround_cli >/dev/null ||
     die "cannot build qround's tools in $BUILD"
 }
 
@@ -148,6 +156,65 @@ check_container() {
     pass "container: llama.cpp's reader sees qround's $(grep -c '^kv' "$work/engine.txt") keys" \
          "(every value type) and $(grep -c '^tensor' "$work/engine.txt") tensors exactly"
   fi
+}
+
+# |a − b| <= tol for two decimal numbers.
+within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t) }'; }
+
+# Whole models: stories260K converted to a llama GGUF by `qround convert` and quantized by
+# `qround model --format`; llama.cpp loads each file and its NLL on held-out token windows (the
+# calibration text's tail, tokenized by qround) must match qround's evaluation of the same file
+# within 0.002 nats/token.
+check_models() {
+  local work=$1/models qround=$BUILD/qround text=$DATA/tinystories_train_head.txt
+  mkdir -p "$work"
+  if [ ! -f "$DATA/stories260K.bin" ]; then
+    fail "models: $DATA/stories260K.bin not found (set QROUND_DATA_DIR)"
+    return
+  fi
+  if ! "$qround" convert --model "$DATA/stories260K.bin" --tokenizer "$DATA/tok512.bin" \
+       --out "$work/f32.gguf" >/dev/null 2>"$work/err"; then
+    fail "models: qround convert failed: $(tail -n 2 "$work/err")"
+    return
+  fi
+  # "FILE LABEL": the float model, qround's files, llama-quantize's own q4_0.
+  local files=("$work/f32.gguf f32 (qround convert)") spec type method
+  for spec in q4_0:gptq q4_0:nearest q4_1:gptq q5_0:gptq q8_0:gptq q4_k_m:gptq q6_k:adaround; do
+    type=${spec%%:*}
+    method=${spec#*:}
+    if "$qround" model --model "$work/f32.gguf" --calib "$text" --calib-tokens 4088 \
+         --eval "$text" --eval-tokens 200 --format "$type" --method "$method" --iterations 400 \
+         --quiet --out "$work/$type-$method.gguf" >"$work/log" 2>&1; then
+      files+=("$work/$type-$method.gguf $type $method (qround model)")
+    else
+      fail "models: qround model --format $type --method $method failed: $(tail -n 2 "$work/log")"
+    fi
+  done
+  if "$ENGINE_MODEL" quantize "$work/f32.gguf" "$work/lq-q4_0.gguf" 2 >/dev/null 2>"$work/err"; then
+    files+=("$work/lq-q4_0.gguf q4_0 (llama-quantize)")
+  else
+    fail "models: llama_model_quantize q4_0 failed: $(tail -n 2 "$work/err")"
+  fi
+  local entry file label ours theirs
+  for entry in "${files[@]}"; do
+    file=${entry%% *}
+    label=${entry#* }
+    if ! ours=$("$GGUF_NLL" "$file" "$text" 4088 12000 "$work/windows.txt" 2>"$work/err"); then
+      fail "models: $label: qround cannot evaluate the file: $(tail -n 2 "$work/err")"
+      continue
+    fi
+    if ! theirs=$("$ENGINE_MODEL" nll "$file" "$work/windows.txt" 2>"$work/err"); then
+      fail "models: $label: llama.cpp cannot run the file: $(tail -n 2 "$work/err")"
+      continue
+    fi
+    ours=$(echo "$ours" | awk '{print $2}')
+    theirs=$(echo "$theirs" | awk '{print $2}')
+    if within "$ours" "$theirs" 0.002; then
+      pass "model $label: llama.cpp NLL $theirs, qround $ours (12000 held-out tokens)"
+    else
+      fail "model $label: llama.cpp NLL $theirs differs from qround's $ours by more than 0.002"
+    fi
+  done
 }
 
 main() {
@@ -240,6 +307,8 @@ main() {
   else
     fail "qround check: $out"
   fi
+
+  check_models "$work"
 
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]

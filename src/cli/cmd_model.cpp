@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "args.hpp"
@@ -19,6 +20,7 @@
 #include "qround/ggml_codec.hpp"
 #include "qround/model/evaluation.hpp"
 #include "qround/model/gguf_quantize.hpp"
+#include "qround/model/type_mix.hpp"
 #include "qround/model/llama_adapter.hpp"
 #include "qround/pipeline.hpp"
 
@@ -38,12 +40,14 @@ constexpr const char* kHelp = R"(usage: qround model --model M.bin|M.gguf [--tok
   --calib              calibration text; its first --calib-tokens tokens (default 4088)
                        are cut into windows of seq_len positions starting with BOS
                        (a file named *.tokens holds token ids instead of text)
-  --format TYPE        write a GGUF whose tensors have llama.cpp's type TYPE (q4_0 q4_1 q5_0
-                       q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k, f16, f32, bf16): every linear layer is
-                       optimised on exactly that type's grid, and llama.cpp computes with exactly
-                       the weights qround evaluates; the token embedding is rounded to nearest
-  --pure               (with --format) one type for every matrix; a row that does not fit the
-                       type's blocks falls back as llama.cpp does (K → 32-blocks → f16)
+  --format TYPE        write a GGUF with llama-quantize's tensor types for file type TYPE (q4_0
+                       q4_1 q5_0 q5_1 q8_0 q2_k q2_k_s q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s
+                       q5_k_m q6_k; q3_k/q4_k/q5_k = the _m mixes; f16 f32 bf16): every linear
+                       layer is optimised on exactly its type's grid, and llama.cpp computes with
+                       exactly the weights qround evaluates; the token embedding is rounded to
+                       nearest. The report lists every tensor's type and why
+  --pure               (with --format) one ggml type for every matrix; a row that does not fit
+                       the type's blocks falls back as llama.cpp does (K → 32-blocks → f16)
   --eval               evaluation text (windows as above; --eval-tokens N keeps the first N,
                        default all): mean NLL, perplexity, KL(float || quantized)
   --method             rounding method (default nearest; `qround info` lists them)
@@ -93,9 +97,25 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
                                    "llama.cpp computes with float activations)",
                                    key));
   model::GgufQuantizeOptions options;
-  GgmlType type;
+  model::TypeMixOptions mix;
+  mix.pure = pure;
+  GgmlType type;  // the default type of the mix
+  std::optional<model::LlamaFileType> file_type;
   try {
-    type = parse_ggml_type(format);
+    // --pure takes any ggml type; a mix is one of llama-quantize's file types.
+    if (pure && format != "q3_k" && format != "q4_k" && format != "q5_k") {
+      type = parse_ggml_type(format);
+      if (type != GgmlType::kF32) try {
+          file_type = model::parse_llama_file_type(format);
+        } catch (const InvalidArgument&) {
+        }
+    } else {
+      file_type = model::parse_llama_file_type(format);
+      type = model::default_type(*file_type);
+    }
+    if (file_type) mix.file_type = *file_type;
+    if (pure && (format == "q3_k" || format == "q4_k" || format == "q5_k"))
+      type = parse_ggml_type(format);  // --pure q4_k: q4_k everywhere
     if (auto s = args.take("scale-search"))
       options.sequential.round.grid.search = parse_scale_search(*s);
     else
@@ -104,9 +124,6 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }
-  if (!pure)
-    throw UsageError("--format needs --pure for now: one type everywhere (with llama.cpp's "
-                     "fallbacks)");
   options.sequential.round.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.sequential.round.seed =
       static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
@@ -133,7 +150,8 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   const auto calib =
       model::make_eval_windows(read_tokens(files, calib_path), seq_len, calib_tokens);
   const auto eval = model::make_eval_windows(read_tokens(files, eval_path), seq_len, eval_tokens);
-  options.types = model::pure_tensor_types(files.model, type);
+  options.types = pure ? model::pure_tensor_types(files.model, type)
+                       : model::plan_tensor_types(files.model, mix);
 
   ProgressBar bar(quiet);
   const auto start = std::chrono::steady_clock::now();
@@ -146,7 +164,8 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
                                  : files.name;
   gguf.metadata.emplace_back("qround.method",
                              io::GgufValue::string(to_string(options.sequential.round.method)));
-  gguf.metadata.emplace_back("qround.type", io::GgufValue::string(to_string(type)));
+  if (file_type) gguf.file_type = static_cast<std::uint32_t>(*file_type);
+  gguf.metadata.emplace_back("qround.type", io::GgufValue::string(format));
   model::write_gguf_llama(out_path, quantized, tokenizer, gguf);
   const double write_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -155,8 +174,8 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   const model::EvalResult q_eval = model::evaluate(quantized, eval, &files.model, bar.callback());
   bar.finish();
 
-  fmt::print("{} on {} (pure), {} calibration, {} layers by the method\n",
-             to_string(options.sequential.round.method), to_string(type),
+  fmt::print("{} on {}{}, {} calibration, {} layers by the method\n",
+             to_string(options.sequential.round.method), format, pure ? " (pure)" : "",
              options.sequential.sequential ? "sequential" : "one-shot",
              result.layers.layers.size());
   fmt::print("{:<26} {:>6} {:>12}  {}\n", "tensor", "type", "shape", "why");
