@@ -23,7 +23,7 @@ if ./build/test/qround info 2>/dev/null | grep -q '^isa'; then
     if ./build/test/qround info | grep -q "supported:.*\b$isa\b"; then
       echo "== kernel tests with QROUND_ISA=$isa"
       QROUND_ISA=$isa ./build/test/tests/qround_tests --gtest_brief=1 \
-        --gtest_filter='PackedMatrix*:Qgemm*:ActivationQuantizer*:Dispatch*:Check*:*/QgemmIsa*:*/PackRoundTrip*:Dense*'
+        --gtest_filter='PackedMatrix*:Qgemm*:ActivationQuantizer*:Dispatch*:Check*:*/QgemmIsa*:*/PackRoundTrip*:Dense*:SgemmPacked*:GptqKernels*'
     fi
   done
 fi

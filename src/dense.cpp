@@ -40,22 +40,25 @@ struct KernelChoice {
   kernels::GemmF64Kernel fn;
   kernels::GemmF64DotKernel dot;
   const char* name;
+  Isa isa;  // the project ISA whose kernels this one runs beside (caps it, keys gemm_sub)
 };
 
 // Kernels compiled in and runnable on this CPU, narrowest first.
 const std::vector<KernelChoice>& runnable_kernels() {
   static const std::vector<KernelChoice> list = [] {
     std::vector<KernelChoice> out{
-        {kernels::gemm_f64_kernel_scalar, kernels::gemm_f64_dot_kernel_scalar, "scalar"}};
+        {kernels::gemm_f64_kernel_scalar, kernels::gemm_f64_dot_kernel_scalar, "scalar", Isa::kScalar}};
 #ifdef QROUND_HAVE_AVX2
     if (isa_supported(Isa::kAvx2))
-      out.push_back({kernels::gemm_f64_kernel_avx2, kernels::gemm_f64_dot_kernel_avx2, "avx2"});
+      out.push_back(
+          {kernels::gemm_f64_kernel_avx2, kernels::gemm_f64_dot_kernel_avx2, "avx2", Isa::kAvx2});
 #endif
 #ifdef QROUND_HAVE_AVX512VNNI
     // That translation unit is compiled with the avx512vnni folder's flags.
     if (isa_supported(Isa::kAvx512Vnni))
       out.push_back(
-          {kernels::gemm_f64_kernel_avx512, kernels::gemm_f64_dot_kernel_avx512, "avx512"});
+          {kernels::gemm_f64_kernel_avx512, kernels::gemm_f64_dot_kernel_avx512, "avx512",
+           Isa::kAvx512Vnni});
 #endif
     return out;
   }();
@@ -68,14 +71,15 @@ std::atomic<const KernelChoice*> kernel_override{nullptr};
 
 const KernelChoice& kernel() {
   if (const KernelChoice* forced = kernel_override.load()) return *forced;
-  const int cap = static_cast<int>(active_isa());
-  const KernelChoice* best = nullptr;
-  for (const KernelChoice& k : runnable_kernels()) {
-    const std::string_view name = k.name;
-    const int level = name == "scalar" ? 0 : (name == "avx2" ? 1 : 2);
-    if (level <= cap) best = &k;
-  }
-  return *best;
+  // The best kernel per cap, worked out once; a call only reads the active ISA.
+  static const std::vector<const KernelChoice*> best_for_cap = [] {
+    std::vector<const KernelChoice*> best(static_cast<size_t>(Isa::kAvx512Vnni) + 1);
+    for (size_t cap = 0; cap < best.size(); ++cap)
+      for (const KernelChoice& k : runnable_kernels())
+        if (static_cast<size_t>(k.isa) <= cap) best[cap] = &k;
+    return best;
+  }();
+  return *best_for_cap[static_cast<size_t>(active_isa())];
 }
 
 template <typename T>
@@ -145,6 +149,7 @@ DenseView view(const MatrixDRef& m) {
 }
 
 const char* dense_kernel_name() { return kernel().name; }
+Isa dense_kernel_isa() { return kernel().isa; }
 
 std::vector<std::string> dense_kernels() {
   std::vector<std::string> names;

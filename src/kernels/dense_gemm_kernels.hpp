@@ -9,6 +9,12 @@
 
 namespace qround::kernels {
 
+void gemm_sub_f32_avx2(float* c, std::ptrdiff_t ldc, const float* a, std::ptrdiff_t lda,
+                       const float* b, std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n,
+                       std::ptrdiff_t k) noexcept;
+void gemm_sub_f64_avx2(double* c, std::ptrdiff_t ldc, const double* a, std::ptrdiff_t lda,
+                       const double* b, std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n,
+                       std::ptrdiff_t k) noexcept;
 void gemm_sub_f32_avx512(float* c, std::ptrdiff_t ldc, const float* a, std::ptrdiff_t lda,
                          const float* b, std::ptrdiff_t ldb, std::ptrdiff_t m, std::ptrdiff_t n,
                          std::ptrdiff_t k) noexcept;

@@ -4,6 +4,38 @@
 #include "qround/isa.hpp"
 
 namespace qround::kernels {
+namespace {
+
+using SgemmFn = void (*)(long, long, long, const float*, long, const float*, float*, long,
+                         float*) noexcept;
+
+struct SgemmChoice {
+  SgemmFn fn;
+  const char* name;
+};
+
+// The kernel for each qround::Isa (indexed by its value), fixed at compile time: a float path is
+// keyed on AVX2+FMA (Isa::kAvx2 implies both) or AVX-512F; an ISA that is not compiled in uses the
+// next narrower kernel. active_isa() is only ever an ISA this CPU and OS support.
+constexpr SgemmChoice kScalarChoice{sgemm_packed_scalar, "scalar"};
+#ifdef QROUND_HAVE_AVX2
+constexpr SgemmChoice kAvx2Choice{sgemm_packed_avx2, "avx2"};
+#else
+constexpr SgemmChoice kAvx2Choice = kScalarChoice;
+#endif
+#ifdef QROUND_HAVE_AVX512VNNI
+constexpr SgemmChoice kAvx512Choice{sgemm_packed_avx512, "avx512"};
+#else
+constexpr SgemmChoice kAvx512Choice = kAvx2Choice;
+#endif
+constexpr SgemmChoice kByIsa[] = {kScalarChoice, kAvx2Choice, kAvx512Choice};
+static_assert(static_cast<int>(Isa::kScalar) == 0 && static_cast<int>(Isa::kAvx2) == 1 &&
+                  static_cast<int>(Isa::kAvx512Vnni) == 2,
+              "kByIsa is indexed by Isa");
+
+const SgemmChoice& choice() noexcept { return kByIsa[static_cast<int>(active_isa())]; }
+
+}  // namespace
 
 void sgemm_pack_b(long k, long n, const float* b, long row_stride, long col_stride,
                   float* packed) noexcept {
@@ -35,12 +67,9 @@ bool use_avx512() noexcept {
 
 void sgemm_packed(long m, long n, long k, const float* a, long lda, const float* packed_b,
                   float* c, long ldc, float* workspace) noexcept {
-#ifdef QROUND_HAVE_AVX512VNNI
-  if (use_avx512()) return sgemm_packed_avx512(m, n, k, a, lda, packed_b, c, ldc, workspace);
-#endif
-  sgemm_packed_scalar(m, n, k, a, lda, packed_b, c, ldc, workspace);
+  choice().fn(m, n, k, a, lda, packed_b, c, ldc, workspace);
 }
 
-const char* sgemm_packed_isa() noexcept { return use_avx512() ? "avx512" : "scalar"; }
+const char* sgemm_packed_isa() noexcept { return choice().name; }
 
 }  // namespace qround::kernels

@@ -38,6 +38,10 @@ void sgemm_packed(long m, long n, long k, const float* a, long lda, const float*
 // The implementations behind sgemm_packed (exposed for tests and benchmarks).
 void sgemm_packed_scalar(long m, long n, long k, const float* a, long lda, const float* packed_b,
                          float* c, long ldc, float* workspace) noexcept;
+#ifdef QROUND_HAVE_AVX2
+void sgemm_packed_avx2(long m, long n, long k, const float* a, long lda, const float* packed_b,
+                       float* c, long ldc, float* workspace) noexcept;
+#endif
 #ifdef QROUND_HAVE_AVX512VNNI
 void sgemm_packed_avx512(long m, long n, long k, const float* a, long lda, const float* packed_b,
                          float* c, long ldc, float* workspace) noexcept;
@@ -45,7 +49,9 @@ void sgemm_packed_avx512(long m, long n, long k, const float* a, long lda, const
 // Whether the AVX-512 kernels run: compiled in and qround::active_isa() is avx512vnni (CPU and OS
 // support, QROUND_ISA, ScopedIsaOverride).
 bool use_avx512() noexcept;
-// Name of the implementation sgemm_packed uses on this CPU ("avx512" or "scalar").
+// Name of the implementation sgemm_packed uses now ("avx512", "avx2" or "scalar"): the widest
+// compiled kernel no wider than qround::active_isa() (CPU and OS support, QROUND_ISA, scoped
+// overrides); the choice per ISA is made once, a call only reads the active ISA.
 const char* sgemm_packed_isa() noexcept;
 
 }  // namespace qround::kernels

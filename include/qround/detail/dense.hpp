@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "qround/isa.hpp"
 #include "qround/types.hpp"
 
 namespace qround::detail {
@@ -47,6 +48,9 @@ void mirror_upper_to_lower(Eigen::Ref<MatrixD> h);
 // The name of the inner kernel in use ("avx512", "avx2" or "scalar"), for benchmarks and
 // `qround info`.
 const char* dense_kernel_name();
+// The same choice as the ISA family it belongs to (Isa::kScalar, kAvx2 or kAvx512Vnni), so that
+// other dense float code (detail::gemm_sub) follows it without comparing names.
+Isa dense_kernel_isa();
 
 // Kernels this build can run here, narrowest first ("scalar", then "avx2", "avx512").
 std::vector<std::string> dense_kernels();
