@@ -1,7 +1,7 @@
 // AdaRound speed: iterations per second and GFLOP/s of the reconstruction term.
 //
-// This machine (AMD EPYC, Zen 5, 2 cores, AVX-512 with two 512-bit FMA pipes): f32 peak per core
-// = 2 FMA/cycle × 16 lanes × 2 flop × ≈ 3.3 GHz ≈ 210 GFLOP/s, ≈ 420 GFLOP/s on both cores.
+// Read the counters against the f32 FMA peak of the machine that runs them (FMA units × lanes ×
+// 2 flop × clock, or a measured FMA loop there); never against another machine's figure.
 //
 // Hessian mode: one iteration is the GEMM (Ŵ − W)·H, 2·out·in² flop (137 GFLOP at 4096²), plus
 // O(out·in) elementwise work (rectified sigmoid, regulariser, Adam). Minibatch mode: two GEMMs

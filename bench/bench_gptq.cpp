@@ -2,9 +2,9 @@
 //
 // Counters: GFLOP/s of the O(n³) work. Factorisation (Cholesky of H and a triangular inverse,
 // f64): 2n³/3 flops. Lazy block updates (f32): ≈ out·in² flops. Report (output energy and RTN loss
-// as symmetric quadratic forms, f32): ≈ 2·out·in² flops. This machine (2 cores, Zen 5, 2 × 512-bit
-// FMA per cycle) peaks near 2 × 64 flop/cycle × clock ≈ 420 GFLOP/s f32 and half that in f64 —
-// numbers are noisy when other builds share the cores.
+// as symmetric quadratic forms, f32): ≈ 2·out·in² flops. Compare them with the FMA peak of the
+// machine that runs them (measured there, never assumed); numbers are noisy when other builds
+// share the cores.
 #include <benchmark/benchmark.h>
 
 #include <cmath>

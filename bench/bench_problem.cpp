@@ -1,8 +1,7 @@
 // LayerProblem kernels at LLM size: Hessian accumulation (H += XᵀX, 2048 tokens × 4096 inputs) and
 // loss / gradient evaluation of a 4096 × 4096 layer.
 //
-// Machine limits to read the counters against (2 cores, AMD EPYC with AVX-512 FMA):
-//   f32 peak ≈ 420 GFLOP/s, f64 peak ≈ 210 GFLOP/s (both cores). The Hessian and the loss are
+// Read the counters against the running machine's own FMA peaks: the Hessian and the loss are
 //   computed in double, so the f64 peak is their ceiling. Numbers on a shared machine are noisy.
 #include <benchmark/benchmark.h>
 

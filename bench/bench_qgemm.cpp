@@ -6,8 +6,8 @@
 //   w4a32: the float-activation path (qgemm_float) on the w4a8 weights.
 //   w8a8: 8-bit symmetric per-row weights (int8 container); w4a8: 4-bit symmetric, groups of 32
 //   (int4 container, like q4_0). Activations: int8 per token (dynamic).
-// Machine limits (2 cores, measured): int8 VNNI ≈ 1 690 GOPS, f32 FMA ≈ 420 GFLOP/s,
-// DRAM read ≈ 29 GB/s.
+// Read against the running machine's int8 dot-product and f32 FMA peaks and its DRAM read
+// bandwidth (bench_memory measures the latter).
 #include <benchmark/benchmark.h>
 
 #include <memory>

@@ -1,9 +1,6 @@
 // Shared setup of the FlexRound / NUPES benchmarks: a square layer in Hessian mode. H is built as
 // d·I + V Vᵀ (V: in × 32), cheap to form at 4096² and as costly per iteration as any dense H.
-// Peak for comparison (this machine, see bench_adaround.cpp): ≈ 210 GFLOP/s f32 per core, ≈ 420
-// on both. Measured at 01:47 UTC on a lightly loaded machine (noisy): training iterations
-// FlexRound 120 / 12.1 / 1.83 it/s and NUPES 141 / 14.1 / 2.06 it/s at 768² / 2048² / 4096²
-// (≈ 250–280 GFLOP/s at 4096², 60–67 % of the two-core peak).
+// Compare GFLOP/s with the f32 FMA peak of the machine that runs the benchmark.
 #pragma once
 
 #include <benchmark/benchmark.h>

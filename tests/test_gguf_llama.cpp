@@ -16,6 +16,7 @@
 #include "qround/model/gguf_llama.hpp"
 #include "qround/model/gguf_quantize.hpp"
 #include "qround/model/llama2c.hpp"
+#include "qround/model/type_mix.hpp"
 
 namespace qround::model {
 namespace {

@@ -18,35 +18,6 @@ bool is_float_type(GgmlType t) {
   return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16;
 }
 
-// llama.cpp's fallback for a row of `cols` that `type`'s blocks do not divide (llama-quant.cpp,
-// tensor_type_fallback), with the reason it gives.
-TensorTypeChoice fallback(const std::string& name, GgmlType type, Index cols) {
-  const int block = ggml_traits(type).block;
-  if (cols % block == 0) return {name, type, fmt::format("{} everywhere (pure)", to_string(type))};
-  GgmlType to = type;
-  switch (type) {
-    case GgmlType::kQ2_K:
-    case GgmlType::kQ3_K:
-      to = GgmlType::kQ4_0;
-      break;
-    case GgmlType::kQ4_K:
-      to = GgmlType::kQ5_0;
-      break;
-    case GgmlType::kQ5_K:
-      to = GgmlType::kQ5_1;
-      break;
-    case GgmlType::kQ6_K:
-      to = GgmlType::kQ8_0;
-      break;
-    default:
-      break;
-  }
-  if (cols % ggml_traits(to).block != 0) to = GgmlType::kF16;
-  return {name, to,
-          fmt::format("{} columns are not a multiple of {}'s {} → {} (llama.cpp's fallback)", cols,
-                      to_string(type), block, to_string(to))};
-}
-
 MatrixF matrix_of(const LlamaModel& model, const std::string& name, int* linear) {
   *linear = -1;
   if (name == kGgufTokenEmbedding) return model.weights().token_embedding;
@@ -96,18 +67,6 @@ std::vector<std::string> gguf_matrix_names(const LlamaModel& model) {
   for (int i = 0; i < model.num_linear(); ++i) names.push_back(gguf_linear_name(i));
   if (!model.config().shared_classifier) names.push_back(kGgufOutput);
   return names;
-}
-
-std::vector<TensorTypeChoice> pure_tensor_types(const LlamaModel& model, GgmlType type) {
-  std::vector<TensorTypeChoice> out;
-  for (const std::string& name : gguf_matrix_names(model)) {
-    int linear;
-    const Index cols = matrix_of(model, name, &linear).cols();
-    out.push_back(is_float_type(type)
-                      ? TensorTypeChoice{name, type, fmt::format("{} everywhere", to_string(type))}
-                      : fallback(name, type, cols));
-  }
-  return out;
 }
 
 GgufQuantization quantize_to_gguf(LlamaModel& model,

@@ -142,7 +142,8 @@ std::vector<TensorTypeChoice> plan_tensor_types(const LlamaConfig& c,
                                                 const TypeMixOptions& options) {
   const F ft = options.file_type;
   const G base = default_type(ft);
-  const bool pure = options.pure || base == G::kF32 || base == G::kF16 || base == G::kBF16;
+  if (options.pure || base == G::kF32 || base == G::kF16 || base == G::kBF16)
+    return pure_tensor_types(c, base);
   const int gqa = c.n_heads / c.n_kv_heads;
   const bool is_70b = c.n_layers == 80 && c.n_heads != c.n_kv_heads;  // LLM_TYPE_70B
   std::vector<TensorTypeChoice> out;
@@ -157,17 +158,6 @@ std::vector<TensorTypeChoice> plan_tensor_types(const LlamaConfig& c,
     if (base == G::kQ8_0) return {G::kQ8_0, fmt::format("{}: q8_0 (llama.cpp's output rule)", what)};
     return {G::kQ6_K, fmt::format("{}: q6_k (llama.cpp's output rule)", what)};
   };
-  if (pure) {
-    const std::pair<G, std::string> everywhere{base,
-                                               fmt::format("{} everywhere", to_string(base))};
-    add(kGgufTokenEmbedding, c.dim, everywhere);
-    for (int i = 0; i < c.n_layers * kLinearsPerBlock; ++i)
-      add(gguf_linear_name(i),
-          static_cast<BlockLinear>(i % kLinearsPerBlock) == BlockLinear::kW2 ? c.hidden_dim : c.dim,
-          everywhere);
-    if (!c.shared_classifier) add(kGgufOutput, c.dim, everywhere);
-    return out;
-  }
   add(kGgufTokenEmbedding, c.dim,
       c.shared_classifier ? output_rule("the tied output")
                           : std::pair<G, std::string>{base, fmt::format("{}'s default type",
@@ -179,6 +169,21 @@ std::vector<TensorTypeChoice> plan_tensor_types(const LlamaConfig& c,
         linear_rule(ft, base, which, block, c.n_layers, gqa, is_70b, options.has_imatrix));
   }
   if (!c.shared_classifier) add(kGgufOutput, c.dim, output_rule("output"));
+  return out;
+}
+
+std::vector<TensorTypeChoice> pure_tensor_types(const LlamaConfig& c, GgmlType type) {
+  std::vector<TensorTypeChoice> out;
+  const std::string everywhere = fmt::format("{} everywhere (pure)", to_string(type));
+  auto add = [&](const std::string& name, Index cols) {
+    const auto [fitted, why] = fit(type, cols);
+    out.push_back({name, fitted, everywhere + why});
+  };
+  add(kGgufTokenEmbedding, c.dim);
+  for (int i = 0; i < c.n_layers * kLinearsPerBlock; ++i)
+    add(gguf_linear_name(i),
+        static_cast<BlockLinear>(i % kLinearsPerBlock) == BlockLinear::kW2 ? c.hidden_dim : c.dim);
+  if (!c.shared_classifier) add(kGgufOutput, c.dim);
   return out;
 }
 

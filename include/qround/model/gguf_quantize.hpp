@@ -26,7 +26,7 @@ struct GgufQuantizeOptions {
   // only the scale search; each layer's grid is its ggml type's. `per_layer` must be empty.
   SequentialOptions sequential;
   // One entry per matrix of the model (token_embd, every blk.N linear, output when not tied), as
-  // a type mix plans them. Float types (f32, f16, bf16) are stored as that type; the model then
+  // a type mix plans them (model/type_mix.hpp). Float types (f32, f16, bf16) are stored as that type; the model then
   // computes with the weights rounded to it.
   std::vector<TensorTypeChoice> types;
 };
@@ -49,11 +49,6 @@ GgufQuantization quantize_to_gguf(LlamaModel& model,
                                   const std::vector<std::vector<int>>& calibration_windows,
                                   const GgufQuantizeOptions& options,
                                   const ProgressFn& progress = {});
-
-// One type for every matrix, as llama-quantize --pure does, with llama.cpp's fallback for a row
-// that does not fit the type's blocks (tensor_type_fallback in llama-quant.cpp: q4_k → q5_0,
-// q5_k → q5_1, q6_k → q8_0, q2_k / q3_k → q4_0; then f16 when even that does not fit).
-std::vector<TensorTypeChoice> pure_tensor_types(const LlamaModel& model, GgmlType type);
 
 // The GGUF names of the model's matrices in file order: token_embd, blk.N linears, output.
 std::vector<std::string> gguf_matrix_names(const LlamaModel& model);

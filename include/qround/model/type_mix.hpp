@@ -71,4 +71,11 @@ std::vector<TensorTypeChoice> plan_tensor_types(const LlamaModel& model,
 std::vector<TensorTypeChoice> plan_tensor_types(const LlamaConfig& config,
                                                 const TypeMixOptions& options);
 
+// One ggml type for every matrix (llama-quantize --pure, but any type qround writes, e.g. q4_k
+// rather than a mix), with llama.cpp's fallback for rows that do not fit its blocks.
+std::vector<TensorTypeChoice> pure_tensor_types(const LlamaConfig& config, GgmlType type);
+inline std::vector<TensorTypeChoice> pure_tensor_types(const LlamaModel& model, GgmlType type) {
+  return pure_tensor_types(model.config(), type);
+}
+
 }  // namespace qround::model
