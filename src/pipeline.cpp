@@ -36,8 +36,8 @@ void validate_structure(const std::vector<LinearLayerInfo>& layers,
     if (stage.empty()) throw InvalidArgument("the model reports an empty stage");
     for (Index i : stage) {
       if (i < 0 || i >= static_cast<Index>(layers.size()))
-        throw InvalidArgument(fmt::format("a stage names layer {} but there are {} layers", i,
-                                          layers.size()));
+        throw InvalidArgument(
+            fmt::format("a stage names layer {} but there are {} layers", i, layers.size()));
       if (layers[i].cols != layers[stage.front()].cols)
         throw InvalidArgument(fmt::format("stage mixes '{}' ({} inputs) and '{}' ({} inputs)",
                                           layers[stage.front()].name, layers[stage.front()].cols,
@@ -79,9 +79,8 @@ std::map<Index, std::unique_ptr<LayerProblem>> calibrate_on_float(
       if (it != problems.end()) it->second->add_batch(x);
       return true;
     });
-    if (progress &&
-        !progress(static_cast<double>(b + 1) / static_cast<double>(batches),
-                  fmt::format("float calibration: batch {}/{}", b + 1, batches)))
+    if (progress && !progress(static_cast<double>(b + 1) / static_cast<double>(batches),
+                              fmt::format("float calibration: batch {}/{}", b + 1, batches)))
       throw Cancelled();
   }
   return problems;
@@ -199,8 +198,10 @@ class Driver {
       const auto& info = layers_[layer];
       const RoundLayerOptions opts =
           options_.per_layer ? options_.per_layer(info, options_.round) : options_.round;
-      const double base = 2.0 * static_cast<double>(done_layers_) + static_cast<double>(stage.size());
-      report(base, fmt::format("{}: {} {} bits", info.name, to_string(opts.method), opts.grid.bits));
+      const double base =
+          2.0 * static_cast<double>(done_layers_) + static_cast<double>(stage.size());
+      report(base,
+             fmt::format("{}: {} {} bits", info.name, to_string(opts.method), opts.grid.bits));
       std::unique_ptr<LayerProblem> problem = std::move(problems_.at(layer));
       problems_.erase(layer);
       const ProgressFn nested = [&](double f, std::string_view message) {
@@ -213,6 +214,7 @@ class Driver {
       result.layer = layer;
       result.name = info.name;
       result.tokens = problem->tokens();
+      if (options_.prepare_problem) options_.prepare_problem(info, *problem);
       result.quantized = round_layer(*problem, opts, nested);
       problem.reset();  // free the Hessian before the next layer
       model_.replace(layer, result.quantized);
@@ -247,8 +249,9 @@ void SequentialOptions::validate() const {
   if (round.threads < 0)
     throw InvalidArgument(fmt::format("threads = {} must be >= 0", round.threads));
   if (asymmetric_target && !sequential)
-    throw InvalidArgument("an asymmetric target needs sequential calibration (the one-shot "
-                          "inputs are the float inputs already)");
+    throw InvalidArgument(
+        "an asymmetric target needs sequential calibration (the one-shot "
+        "inputs are the float inputs already)");
 }
 
 ModelQuantization quantize_model(QuantizableModel& model, const SequentialOptions& options,
@@ -266,9 +269,8 @@ SensitivityTable measure_model_sensitivity(QuantizableModel& model,
   // Half the progress for the calibration pass, half for the measurements.
   const auto half = [&](double offset) -> ProgressFn {
     if (!progress) return {};
-    return [&progress, offset](double f, std::string_view m) {
-      return progress(offset + 0.5 * f, m);
-    };
+    return
+        [&progress, offset](double f, std::string_view m) { return progress(offset + 0.5 * f, m); };
   };
   auto problems = calibrate_on_float(model, layers, half(0.0));
   std::vector<LayerSource> sources;
@@ -283,8 +285,8 @@ SensitivityTable measure_model_sensitivity(QuantizableModel& model,
 std::function<RoundLayerOptions(const LinearLayerInfo&, const RoundLayerOptions&)> per_layer_bits(
     const std::vector<std::string>& names, const std::vector<int>& bits) {
   if (names.size() != bits.size())
-    throw InvalidArgument(fmt::format("per_layer_bits: {} names but {} bit widths", names.size(),
-                                      bits.size()));
+    throw InvalidArgument(
+        fmt::format("per_layer_bits: {} names but {} bit widths", names.size(), bits.size()));
   std::map<std::string, int> by_name;
   for (std::size_t i = 0; i < names.size(); ++i) by_name[names[i]] = bits[i];
   return [by_name](const LinearLayerInfo& layer, const RoundLayerOptions& base) {

@@ -1,11 +1,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <set>
 #include <sstream>
 
 #include "cli_runner.hpp"
 #include "model_test_data.hpp"
+#include "qround/io/gguf.hpp"
+#include "qround/io/imatrix.hpp"
+#include "qround/io/json.hpp"
 #include "qround/io/safetensors.hpp"
 
 namespace qround {
@@ -19,6 +23,21 @@ std::string model_flags(const std::string& dir) {
 using ::qround::testing::run_cli;
 using ::qround::testing::TempDir;
 
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The number after `label` on the first line of `out` that starts with it (NaN if none).
+double number_after(const std::string& out, const std::string& label) {
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind(label, 0) == 0) return std::stod(line.substr(label.size()));
+  return std::nan("");
+}
+
 // Small runs (one calibration window, 1 500 evaluation tokens) to check the plumbing; the
 // figures themselves are checked by the pipeline tests.
 TEST(CliModel, QuantizesWritesAndGenerates) {
@@ -27,10 +46,19 @@ TEST(CliModel, QuantizesWritesAndGenerates) {
   const std::string files = model_flags(dir);
   const std::string text = "'" + dir + "/tinystories_train_head.txt'";
   const std::string out = tmp.file("m.safetensors"), dump = tmp.file("dequant");
-  const auto r = run_cli("model " + files + " --calib " + text + " --calib-tokens 511 --eval " +
-                         text + " --eval-tokens 1500 --bits 4 --group-size 32 --quiet --out '" +
-                         out + "' --dump-dequant '" + dump + "'");
+  const auto r =
+      run_cli("model " + files + " --calib " + text + " --calib-tokens 511 --eval " + text +
+              " --eval-tokens 1500 --bits 4 --group-size 32 --quiet --out '" + out +
+              "' --dump-dequant '" + dump + "' --report '" + tmp.file("r.json") + "'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  {
+    const json::Value j = json::parse(slurp(tmp.file("r.json")));
+    EXPECT_EQ(j.at("layers").as_array().size(), 35u);
+    EXPECT_EQ(j.at("layers").as_array()[34].at("name").as_string(), "layers.4.w2");
+    EXPECT_EQ(j.at("evaluation").at("quantized").at("tokens").as_int(), 1500);
+    EXPECT_NEAR(j.at("evaluation").at("quantized").at("nll").as_number(),
+                number_after(r.out, "quantized"), 1e-4);
+  }
   EXPECT_NE(r.out.find("float"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("quantized"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("layers.4.w2"), std::string::npos) << r.out;
@@ -50,11 +78,10 @@ TEST(CliModel, UsageAndRuntimeErrors) {
   const std::string files = model_flags(dir);
   const std::string text = "'" + dir + "/tinystories_train_head.txt'";
   EXPECT_EQ(run_cli("model --tokenizer x --calib y --eval z").exit_code, 2);
-  EXPECT_EQ(run_cli("model " + files + " --calib " + text + " --eval " + text + " --bits 9")
-                .exit_code,
-            2);
-  EXPECT_EQ(run_cli("model " + files + " --calib " + text + " --eval " + text +
-                    " --method nosuch")
+  EXPECT_EQ(
+      run_cli("model " + files + " --calib " + text + " --eval " + text + " --bits 9").exit_code,
+      2);
+  EXPECT_EQ(run_cli("model " + files + " --calib " + text + " --eval " + text + " --method nosuch")
                 .exit_code,
             2);
   const auto missing = run_cli("model --model '" + tmp.file("none.bin") + "' --tokenizer x " +
@@ -64,14 +91,6 @@ TEST(CliModel, UsageAndRuntimeErrors) {
   EXPECT_EQ(run_cli("generate " + files + " --quantized '" + tmp.file("none") + "'").exit_code, 1);
   EXPECT_EQ(run_cli("generate " + files + " --steps -1").exit_code, 2);
   EXPECT_EQ(run_cli("model --help").exit_code, 0);
-}
-
-// The number after `label` on the first line of `out` that starts with it (NaN if none).
-double number_after(const std::string& out, const std::string& label) {
-  std::istringstream lines(out);
-  for (std::string line; std::getline(lines, line);)
-    if (line.rfind(label, 0) == 0) return std::stod(line.substr(label.size()));
-  return std::nan("");
 }
 
 // Mixed precision on stories260K (nearest, group 32, 511 calibration tokens, 4 000 eval tokens).
@@ -115,14 +134,110 @@ TEST(CliModel, MixedBudgetUsageErrors) {
   const std::string common = "model " + model_flags(dir) + " --calib " + text +
                              " --calib-tokens 200 --eval " + text +
                              " --eval-tokens 300 --quiet --out '" + out + "'";
-  for (const char* bad : {" --mixed-budget 1.5", " --mixed-budget 40", " --mixed-budget -1",
-                          " --mixed-budget 3 --mixed-bits 2,9", " --mixed-budget 3 --bits 4",
-                          " --mixed-bits 2,4"}) {
+  for (const char* bad :
+       {" --mixed-budget 1.5", " --mixed-budget 40", " --mixed-budget -1",
+        " --mixed-budget 3 --mixed-bits 2,9", " --mixed-budget 3 --bits 4", " --mixed-bits 2,4"}) {
     const auto r = run_cli(common + bad);
     EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
     EXPECT_NE(r.err.find("mixed"), std::string::npos) << bad << ": " << r.err;
     EXPECT_FALSE(std::filesystem::exists(out)) << bad;
   }
+}
+
+// `qround model --format`: the GGUF, the JSON report with every tensor, the importance matrix of
+// the calibration written for llama-quantize and read back with --imatrix, and the held-out
+// evaluation (--eval-skip) — the plumbing; the exactness of the file is test_gguf_llama's.
+TEST(CliModelGguf, WritesTheFileReportAndImatrix) {
+  QROUND_REQUIRE_MODEL_DATA(dir);
+  TempDir tmp;
+  const std::string text = "'" + dir + "/tinystories_train_head.txt'";
+  const std::string common = "model " + model_flags(dir) + " --calib " + text +
+                             " --calib-tokens 511 --eval " + text +
+                             " --eval-skip 4088 --eval-tokens 1500 --format q4_0 --quiet";
+  const std::string out = tmp.file("m.gguf"), report = tmp.file("r.json"),
+                    imatrix = tmp.file("imatrix.gguf"), legacy = tmp.file("imatrix.dat");
+  const auto r = run_cli(common + " --method gptq --out '" + out + "' --report '" + report +
+                         "' --imatrix-out '" + imatrix + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(io::read_gguf(out).tensors().size(), 1u + 5u * 9u + 1u);  // + norms
+  const json::Value j = json::parse(slurp(report));
+  EXPECT_EQ(j.at("format").as_string(), "q4_0");
+  EXPECT_EQ(j.at("method").as_string(), "gptq");
+  const auto& tensors = j.at("tensors").as_array();
+  ASSERT_EQ(tensors.size(), 36u);  // token_embd + 35 linears (output tied)
+  int rounded = 0;
+  for (const auto& t : tensors) {
+    const std::string name = t.at("name").as_string(), type = t.at("type").as_string();
+    EXPECT_FALSE(t.at("reason").as_string().empty()) << name;
+    EXPECT_GT(t.at("bytes").as_number(), 0) << name;
+    if (name.find("ffn_down") != std::string::npos) {
+      EXPECT_EQ(type, "f16") << name;  // 172 columns: no 32-blocks
+    } else if (name.rfind("blk.", 0) == 0) {
+      EXPECT_EQ(type, "q4_0") << name;
+      EXPECT_EQ(t.at("scale_importance").as_string(), "calibration") << name;
+      EXPECT_LE(t.at("rounding").at("loss").as_number(),
+                t.at("rounding").at("loss_rtn").as_number() * (1 + 1e-9))
+          << name;
+      ++rounded;
+    }
+  }
+  EXPECT_EQ(rounded, 30);
+  const auto& ev = j.at("evaluation");
+  EXPECT_EQ(ev.at("skip_tokens").as_int(), 4088);
+  EXPECT_EQ(ev.at("quantized").at("tokens").as_int(), 1500);
+  EXPECT_GT(ev.at("nll_increase").as_number(), 0.0);
+  EXPECT_LT(ev.at("nll_increase").as_number(), 0.2);
+  EXPECT_EQ(j.at("stages").as_array().size(), 15u);  // q,k,v / o / gate,up per block (down: f16)
+  // The imatrix: llama-imatrix's names and one count for every blk matrix.
+  const io::Imatrix im = io::read_imatrix(imatrix);
+  EXPECT_EQ(im.entries.size(), 35u);
+  EXPECT_NE(im.find("blk.4.ffn_down.weight"), nullptr);
+
+  // Given back as --imatrix (legacy form this time), it weighs the scale searches.
+  const auto legacy_run =
+      run_cli(common + " --method nearest --out '" + out + "' --report '" + report +
+              "' --imatrix '" + imatrix + "' --imatrix-out '" + legacy + "'");
+  ASSERT_EQ(legacy_run.exit_code, 0) << legacy_run.err;
+  EXPECT_EQ(io::read_imatrix(legacy).form, io::ImatrixForm::kLegacy);
+  const json::Value again = json::parse(slurp(report));
+  for (const auto& t : again.at("tensors").as_array()) {
+    const std::string name = t.at("name").as_string();
+    if (name.rfind("blk.", 0) == 0 && name.find("ffn_down") == std::string::npos)
+      EXPECT_EQ(t.at("scale_importance").as_string(), "imatrix") << name;
+    if (name == "token_embd.weight") EXPECT_EQ(t.at("scale_importance").as_string(), "uniform");
+  }
+
+  // The held-out tail is what --eval-skip evaluates: a different NLL from the head.
+  const auto head =
+      run_cli("model " + model_flags(dir) + " --calib " + text + " --calib-tokens 511 --eval " +
+              text + " --eval-tokens 1500 --format q4_0 --quiet --out '" + out + "'");
+  ASSERT_EQ(head.exit_code, 0) << head.err;
+  EXPECT_NE(number_after(head.out, "float"), ev.at("float").at("nll").as_number());
+}
+
+TEST(CliModelGguf, UsageErrorsLeaveNoFile) {
+  QROUND_REQUIRE_MODEL_DATA(dir);
+  TempDir tmp;
+  const std::string text = "'" + dir + "/tinystories_train_head.txt'";
+  const std::string out = tmp.file("m.gguf");
+  const std::string common = "model " + model_flags(dir) + " --calib " + text +
+                             " --calib-tokens 200 --eval " + text + " --eval-tokens 300 --quiet";
+  for (const std::string& bad :
+       {std::string(" --format q4_0 --imatrix x.gguf --scale-search minmax"),
+        std::string(" --imatrix x.gguf --bits 4"), std::string(" --format q4_0 --bits 4"),
+        std::string(" --format q4_0 --imatrix-process-output"),
+        std::string(" --format q4_0 --eval-skip 100000000"), std::string(" --format q9_9"),
+        std::string(" --eval-skip -3")}) {
+    const auto r = run_cli(common + bad + " --out '" + out + "'");
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_FALSE(r.err.empty()) << bad;
+    EXPECT_FALSE(std::filesystem::exists(out)) << bad;
+  }
+  const auto missing = run_cli(common + " --format q4_0 --imatrix '" + tmp.file("none.gguf") +
+                               "' --out '" + out + "'");
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("none.gguf"), std::string::npos) << missing.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
 }
 
 }  // namespace

@@ -69,6 +69,9 @@ struct SequentialOptions {
   bool sequential = true;
   // Sequential only: target the float model's inputs (asymmetric reconstruction).
   bool asymmetric_target = false;
+  // Optional: called with every layer's calibrated problem just before it is rounded, e.g. to set
+  // the scale search's importance from an imatrix (LayerProblem::set_scale_importance).
+  std::function<void(const LinearLayerInfo& layer, LayerProblem& problem)> prepare_problem;
   void validate() const;
 };
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -15,25 +16,34 @@
 #include "model_files.hpp"
 #include "output_dir.hpp"
 #include "progress.hpp"
-#include "qround/io/npy.hpp"
-#include "qround/io/safetensors.hpp"
 #include "qround/ggml_codec.hpp"
+#include "qround/io/atomic_file.hpp"
+#include "qround/io/imatrix.hpp"
+#include "qround/io/json.hpp"
+#include "qround/io/npy.hpp"
+#include "qround/io/report.hpp"
+#include "qround/io/safetensors.hpp"
+#include "qround/model/calibration_imatrix.hpp"
 #include "qround/model/evaluation.hpp"
 #include "qround/model/gguf_quantize.hpp"
-#include "qround/model/type_mix.hpp"
 #include "qround/model/llama_adapter.hpp"
+#include "qround/model/type_mix.hpp"
 #include "qround/pipeline.hpp"
 
 namespace qround::cli {
 namespace {
 
-constexpr const char* kHelp = R"(usage: qround model --model M.bin|M.gguf [--tokenizer T.bin] --calib TEXT [--calib-tokens N]
+constexpr const char* kHelp =
+    R"(usage: qround model --model M.bin|M.gguf [--tokenizer T.bin] --calib TEXT [--calib-tokens N]
                     --eval TEXT [--eval-tokens N] [--method M] [--bits B] [--group-size G]
                     [--symmetric] [--scale-search S] [--iterations N] [--seed S] [--threads T]
                     [--one-shot] [--asymmetric-target] [--float-activations]
                     [--mixed-budget BPW [--mixed-bits 2,3,4,8]]
-                    [--dump-dequant DIR] [--out model.safetensors] [--quiet] [method options]
-       qround model --model M.bin|M.gguf ... --format TYPE [--pure] --out OUT.gguf
+                    [--eval-skip N] [--imatrix-out FILE [--imatrix-process-output]]
+                    [--report FILE.json] [--dump-dequant DIR] [--out model.safetensors]
+                    [--quiet] [method options]
+       qround model --model M.bin|M.gguf ... --format TYPE [--pure] [--imatrix FILE]
+                    --out OUT.gguf
 
   --model              llama2.c checkpoint (legacy float32 format) or llama GGUF
   --tokenizer          llama2.c tokenizer (tok512.bin style); required with a checkpoint
@@ -48,8 +58,20 @@ constexpr const char* kHelp = R"(usage: qround model --model M.bin|M.gguf [--tok
                        nearest. The report lists every tensor's type and why
   --pure               (with --format) one ggml type for every matrix; a row that does not fit
                        the type's blocks falls back as llama.cpp does (K → 32-blocks → f16)
+  --imatrix FILE       (with --format) a llama.cpp importance matrix (imatrix.gguf or legacy
+                       .dat): every matrix it has an entry for weighs its scale search by it, as
+                       llama-quantize does, instead of the calibration's diag(X^T X); the methods'
+                       losses still come from the calibration
   --eval               evaluation text (windows as above; --eval-tokens N keeps the first N,
                        default all): mean NLL, perplexity, KL(float || quantized)
+  --eval-skip N        drop the first N tokens of the evaluation text first (e.g. the calibration
+                       part when both are one file: --calib T --eval T --eval-skip 4088)
+  --imatrix-out FILE   also write the float model's importance matrix over the calibration
+                       windows for llama-quantize (FILE.dat: the legacy form; else GGUF), the
+                       blk.N matrices as llama-imatrix does; --imatrix-process-output adds the
+                       classifier's input (llama-imatrix --process-output)
+  --report FILE.json   write a JSON report: options, every layer's (or tensor's) outcome, bits per
+                       weight, NLL / perplexity / KL and the timings
   --method             rounding method (default nearest; `qround info` lists them)
   --bits               2..8 (default 4); --group-size 0 = per row (default 32)
   --one-shot           calibrate every layer on the float model (default: sequential)
@@ -82,20 +104,96 @@ std::string stage_label(const std::vector<Index>& stage, const std::vector<Linea
   return names;
 }
 
+// The evaluation windows: the text's tokens after the first `skip`, at most `max_tokens` of them.
+std::vector<std::vector<int>> eval_windows(const LoadedModel& files, const std::string& path,
+                                           Index skip, Index max_tokens) {
+  std::vector<int> tokens = read_tokens(files, path);
+  if (skip >= static_cast<Index>(tokens.size()))
+    throw UsageError(
+        fmt::format("--eval-skip {}: '{}' has only {} tokens", skip, path, tokens.size()));
+  tokens.erase(tokens.begin(), tokens.begin() + skip);
+  return model::make_eval_windows(tokens, files.model.config().seq_len, max_tokens);
+}
+
+Index count_predicted(const std::vector<std::vector<int>>& windows) {
+  Index n = 0;
+  for (const auto& w : windows) n += static_cast<Index>(w.size()) - 1;
+  return n;
+}
+
+// --imatrix-out: what llama-imatrix would write for the calibration windows on the float model.
+struct ImatrixOut {
+  std::optional<std::string> path;
+  bool process_output = false;
+
+  static ImatrixOut take(Args& args) {
+    ImatrixOut o;
+    o.path = args.take("imatrix-out");
+    o.process_output = args.take_flag("imatrix-process-output");
+    if (o.process_output && !o.path)
+      throw UsageError("--imatrix-process-output needs --imatrix-out FILE");
+    return o;
+  }
+  void write(const model::LlamaModel& float_model, const std::vector<std::vector<int>>& calib,
+             const std::string& calib_path, ProgressBar& bar) const {
+    if (!path) return;
+    model::CollectImatrixOptions o;
+    o.process_output = process_output;
+    o.datasets = {calib_path};
+    const io::Imatrix m = model::collect_imatrix(float_model, calib, o, bar.callback());
+    bar.finish();
+    const bool legacy = path->size() >= 4 && path->compare(path->size() - 4, 4, ".dat") == 0;
+    io::write_imatrix(*path, m, legacy ? io::ImatrixForm::kLegacy : io::ImatrixForm::kGguf);
+    fmt::print("wrote {} ({} entries, {} form)\n", *path, m.entries.size(),
+               legacy ? "legacy" : "gguf");
+  }
+};
+
+json::Value eval_json(const model::EvalResult& e) {
+  json::Value v = json::Value::object();
+  v.set("tokens", static_cast<long long>(e.predicted_tokens));
+  v.set("nll", e.nll);
+  v.set("perplexity", e.perplexity);
+  v.set("kl", e.kl);
+  v.set("seconds", e.seconds);
+  return v;
+}
+
+json::Value stages_json(const ModelQuantization& result) {
+  std::map<Index, std::string> name_of;
+  for (const auto& l : result.layers) name_of[l.layer] = l.name;
+  json::Value stages = json::Value::array();
+  for (const auto& st : result.stages) {
+    json::Value s = json::Value::object();
+    json::Value names = json::Value::array();
+    for (Index l : st.layers) names.push_back(name_of[l]);
+    s.set("layers", std::move(names));
+    s.set("calibration_seconds", st.calibration_seconds);
+    s.set("rounding_seconds", st.rounding_seconds);
+    stages.push_back(std::move(s));
+  }
+  return stages;
+}
+
 // --format: the model's matrices in llama.cpp's types, written as a GGUF llama.cpp runs.
 int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& format) {
   const std::string calib_path = args.take_required("calib");
   const std::string eval_path = args.take_required("eval");
   const int calib_tokens = args.take_int("calib-tokens", 4088, 1, 1 << 30);
   const int eval_tokens = args.take_int("eval-tokens", 0, 0, 1 << 30);
+  const int eval_skip = args.take_int("eval-skip", 0, 0, 1 << 30);
   const std::string out_path = args.take_required("out");
   const bool pure = args.take_flag("pure");
+  const std::optional<std::string> imatrix_path = args.take("imatrix");
+  const ImatrixOut imatrix_out = ImatrixOut::take(args);
+  const std::optional<std::string> report_path = args.take("report");
   for (const char* key : {"bits", "group-size", "symmetric", "mixed-budget", "mixed-bits",
                           "float-activations", "dump-dequant"})
     if (args.has(key))
-      throw UsageError(fmt::format("--{} does not apply to --format (the type fixes the grid; "
-                                   "llama.cpp computes with float activations)",
-                                   key));
+      throw UsageError(
+          fmt::format("--{} does not apply to --format (the type fixes the grid; "
+                      "llama.cpp computes with float activations)",
+                      key));
   model::GgufQuantizeOptions options;
   model::TypeMixOptions mix;
   mix.pure = pure;
@@ -143,25 +241,32 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }
+  if (imatrix_path && options.sequential.round.grid.search != ScaleSearch::kHessian)
+    throw UsageError(
+        fmt::format("--imatrix weighs the hessian scale search, but the search is "
+                    "{}: drop --scale-search or give --scale-search hessian",
+                    to_string(options.sequential.round.grid.search)));
 
+  if (imatrix_path) options.imatrix = io::read_imatrix(*imatrix_path);
   auto files = load_model_files(paths);
   const model::Tokenizer& tokenizer = files.require_tokenizer();
   const int seq_len = files.model.config().seq_len;
   const auto calib =
       model::make_eval_windows(read_tokens(files, calib_path), seq_len, calib_tokens);
-  const auto eval = model::make_eval_windows(read_tokens(files, eval_path), seq_len, eval_tokens);
+  const auto eval = eval_windows(files, eval_path, eval_skip, eval_tokens);
   options.types = pure ? model::pure_tensor_types(files.model, type)
                        : model::plan_tensor_types(files.model, mix);
 
   ProgressBar bar(quiet);
+  imatrix_out.write(files.model, calib, calib_path, bar);
   const auto start = std::chrono::steady_clock::now();
   model::LlamaModel quantized = files.model;
   model::GgufQuantization result =
       model::quantize_to_gguf(quantized, calib, options, bar.callback());
   bar.finish();
   model::LlamaGgufOptions& gguf = result.tensors;
-  gguf.name = files.name.empty() ? paths.model.substr(paths.model.find_last_of('/') + 1)
-                                 : files.name;
+  gguf.name =
+      files.name.empty() ? paths.model.substr(paths.model.find_last_of('/') + 1) : files.name;
   gguf.metadata.emplace_back("qround.method",
                              io::GgufValue::string(to_string(options.sequential.round.method)));
   if (file_type) gguf.file_type = static_cast<std::uint32_t>(*file_type);
@@ -179,9 +284,12 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
              options.sequential.sequential ? "sequential" : "one-shot",
              result.layers.layers.size());
   fmt::print("{:<26} {:>6} {:>12}  {}\n", "tensor", "type", "shape", "why");
+  json::Value tensors = json::Value::array();
+  std::map<std::string, const LayerOutcome*> outcome_of;  // by GGUF name
+  for (int i = 0; i < quantized.num_linear(); ++i)
+    for (const auto& l : result.layers.layers)
+      if (l.name == quantized.linear_name(i)) outcome_of[model::gguf_linear_name(i)] = &l;
   for (const auto& t : result.types) {
-    const auto& tb = gguf.tensors.at(t.name);
-    (void)tb;
     int rows = 0, cols = 0;
     if (t.name == model::kGgufTokenEmbedding || t.name == model::kGgufOutput) {
       rows = quantized.config().vocab_size;
@@ -195,14 +303,54 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
     }
     fmt::print("{:<26} {:>6} {:>12}  {}\n", t.name, to_string(t.type),
                fmt::format("{}x{}", rows, cols), t.reason);
+    json::Value tj = json::Value::object();
+    tj.set("name", t.name);
+    tj.set("type", to_string(t.type));
+    tj.set("rows", rows);
+    tj.set("cols", cols);
+    tj.set("reason", t.reason);
+    tj.set("bytes", static_cast<long long>(gguf.tensors.at(t.name).bytes.size()));
+    const auto imp = result.scale_importance.find(t.name);
+    if (imp != result.scale_importance.end()) tj.set("scale_importance", imp->second);
+    const auto oc = outcome_of.find(t.name);
+    if (oc != outcome_of.end()) tj.set("rounding", io::to_json(oc->second->quantized.report));
+    tensors.push_back(std::move(tj));
   }
   fmt::print("{:<10} {:>10} {:>10} {:>10}\n", "model", "NLL", "PPL", "KL");
-  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10}\n", "float", float_eval.nll,
-             float_eval.perplexity, "-");
-  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10.4f}\n", "quantized", q_eval.nll,
-             q_eval.perplexity, q_eval.kl);
+  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10}\n", "float", float_eval.nll, float_eval.perplexity,
+             "-");
+  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10.4f}\n", "quantized", q_eval.nll, q_eval.perplexity,
+             q_eval.kl);
   fmt::print("bits per weight {:.4f} (all matrices as stored)\n", result.bits_per_weight);
   fmt::print("quantization and writing {:.2f} s, wrote {}\n", write_seconds, out_path);
+  if (report_path) {
+    json::Value r = json::Value::object();
+    r.set("command", "model");
+    r.set("model", paths.model);
+    r.set("out", out_path);
+    r.set("format", format);
+    r.set("pure", pure);
+    r.set("method", to_string(options.sequential.round.method));
+    r.set("scale_search", to_string(options.sequential.round.grid.search));
+    r.set("calibration", options.sequential.sequential ? (options.sequential.asymmetric_target
+                                                              ? "sequential (asymmetric target)"
+                                                              : "sequential")
+                                                       : "one-shot");
+    r.set("calibration_tokens", static_cast<long long>(count_predicted(calib)));
+    if (imatrix_path) r.set("imatrix", *imatrix_path);
+    if (imatrix_out.path) r.set("imatrix_out", *imatrix_out.path);
+    r.set("bits_per_weight", result.bits_per_weight);
+    r.set("tensors", std::move(tensors));
+    r.set("stages", stages_json(result.layers));
+    json::Value ev = json::Value::object();
+    ev.set("skip_tokens", eval_skip);
+    ev.set("float", eval_json(float_eval));
+    ev.set("quantized", eval_json(q_eval));
+    ev.set("nll_increase", q_eval.nll - float_eval.nll);
+    r.set("evaluation", std::move(ev));
+    r.set("quantization_and_writing_seconds", write_seconds);
+    io::write_file_atomic(*report_path, json::dump(r) + "\n");
+  }
   return 0;
 }
 
@@ -217,10 +365,15 @@ int run_model(int argc, char** argv) {
   const ModelPaths paths = take_model_paths(args);
   if (auto format = args.take("format")) return run_model_gguf(args, paths, *format);
   if (args.take_flag("pure")) throw UsageError("--pure needs --format");
+  if (args.has("imatrix"))
+    throw UsageError("--imatrix needs --format (it weighs the ggml types' scale searches)");
   const std::string calib_path = args.take_required("calib");
   const std::string eval_path = args.take_required("eval");
   const int calib_tokens = args.take_int("calib-tokens", 4088, 1, 1 << 30);
   const int eval_tokens = args.take_int("eval-tokens", 0, 0, 1 << 30);
+  const int eval_skip = args.take_int("eval-skip", 0, 0, 1 << 30);
+  const ImatrixOut imatrix_out = ImatrixOut::take(args);
+  const std::optional<std::string> report_path = args.take("report");
   SequentialOptions options;
   const double mixed_budget =
       args.take_double("mixed-budget", std::numeric_limits<double>::quiet_NaN());
@@ -262,12 +415,12 @@ int run_model(int argc, char** argv) {
 
   auto files = load_model_files(paths);
   const int seq_len = files.model.config().seq_len;
-  const auto calib = model::make_eval_windows(
-      read_tokens(files, calib_path), seq_len, calib_tokens);
-  const auto eval = model::make_eval_windows(read_tokens(files, eval_path),
-                                             seq_len, eval_tokens);
+  const auto calib =
+      model::make_eval_windows(read_tokens(files, calib_path), seq_len, calib_tokens);
+  const auto eval = eval_windows(files, eval_path, eval_skip, eval_tokens);
 
   ProgressBar bar(quiet);
+  imatrix_out.write(files.model, calib, calib_path, bar);
   model::LlamaModel quantized = files.model;
   model::LlamaQuantizable adapter(quantized, calib, adapter_options);
   if (mixed) {
@@ -281,8 +434,9 @@ int run_model(int argc, char** argv) {
       throw UsageError(fmt::format("--mixed-budget: {}", e.what()));
     }
     options.per_layer = per_layer_bits(front.names, chosen->bits);
-    fmt::print("mixed precision: {} front points; chosen {:.4f} bits/weight, predicted loss {:.6g}\n",
-               front.points.size(), chosen->bits_per_weight, chosen->loss);
+    fmt::print(
+        "mixed precision: {} front points; chosen {:.4f} bits/weight, predicted loss {:.6g}\n",
+        front.points.size(), chosen->bits_per_weight, chosen->loss);
     for (std::size_t i = 0; i < front.names.size(); ++i)
       fmt::print("  {:<20} {} bits\n", front.names[i], chosen->bits[i]);
   }
@@ -296,8 +450,8 @@ int run_model(int argc, char** argv) {
 
   std::vector<io::NamedPackedLayer> packed;
   for (const auto& l : result.layers)
-    packed.push_back({l.name, *quantized.packed_linear(static_cast<int>(l.layer)),
-                      l.quantized.report.method});
+    packed.push_back(
+        {l.name, *quantized.packed_linear(static_cast<int>(l.layer)), l.quantized.report.method});
   if (out_path)
     io::save_quantized(*out_path, packed,
                        {{"method", to_string(options.round.method)},
@@ -317,24 +471,61 @@ int run_model(int argc, char** argv) {
              to_string(options.round.method),
              mixed ? fmt::format("mixed ≤ {} bits/weight group {}", mixed_budget, group_size)
                    : grid_label(bits, group_size),
-             options.sequential ? (options.asymmetric_target ? "sequential (asymmetric target)"
-                                                             : "sequential")
-                                : "one-shot",
-             result.layers.size(), calib_token_count,
-             q_eval.predicted_tokens);
+             options.sequential
+                 ? (options.asymmetric_target ? "sequential (asymmetric target)" : "sequential")
+                 : "one-shot",
+             result.layers.size(), calib_token_count, q_eval.predicted_tokens);
   fmt::print("{:<22} {:>10} {:>10}\n", "stage", "calib s", "round s");
   const auto layer_info = adapter.layers();
   for (const auto& s : result.stages)
     fmt::print("{:<22} {:>10.3f} {:>10.3f}\n", stage_label(s.layers, layer_info),
                s.calibration_seconds, s.rounding_seconds);
   fmt::print("{:<10} {:>10} {:>10} {:>10}\n", "model", "NLL", "PPL", "KL");
-  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10}\n", "float", float_eval.nll,
-             float_eval.perplexity, "-");
-  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10.4f}\n", "quantized", q_eval.nll,
-             q_eval.perplexity, q_eval.kl);
+  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10}\n", "float", float_eval.nll, float_eval.perplexity,
+             "-");
+  fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10.4f}\n", "quantized", q_eval.nll, q_eval.perplexity,
+             q_eval.kl);
   fmt::print("bits per weight {:.4f} (codes, scales and zero points)\n", bits_per_weight(result));
   fmt::print("quantization {:.2f} s, evaluation {:.2f} s{}\n", result.seconds, q_eval.seconds,
              out_path ? fmt::format(", wrote {}", *out_path) : std::string());
+  if (report_path) {
+    json::Value r = json::Value::object();
+    r.set("command", "model");
+    r.set("model", paths.model);
+    if (out_path) r.set("out", *out_path);
+    r.set("method", to_string(options.round.method));
+    r.set("grid", mixed ? fmt::format("mixed <= {} bits/weight group {}", mixed_budget, group_size)
+                        : grid_label(bits, group_size));
+    r.set("symmetric", options.round.grid.symmetric);
+    r.set("scale_search", to_string(options.round.grid.search));
+    r.set("calibration",
+          options.sequential
+              ? (options.asymmetric_target ? "sequential (asymmetric target)" : "sequential")
+              : "one-shot");
+    r.set("calibration_tokens", static_cast<long long>(calib_token_count));
+    if (imatrix_out.path) r.set("imatrix_out", *imatrix_out.path);
+    r.set("bits_per_weight", bits_per_weight(result));
+    json::Value layers = json::Value::array();
+    for (const auto& l : result.layers) {
+      json::Value lj = io::to_json(l.quantized.report);
+      lj.set("name", l.name);
+      lj.set("bits", l.quantized.grid.bits);
+      lj.set("rows", static_cast<long long>(l.quantized.grid.rows));
+      lj.set("cols", static_cast<long long>(l.quantized.grid.cols));
+      lj.set("tokens", static_cast<long long>(l.tokens));
+      layers.push_back(std::move(lj));
+    }
+    r.set("layers", std::move(layers));
+    r.set("stages", stages_json(result));
+    json::Value ev = json::Value::object();
+    ev.set("skip_tokens", eval_skip);
+    ev.set("float", eval_json(float_eval));
+    ev.set("quantized", eval_json(q_eval));
+    ev.set("nll_increase", q_eval.nll - float_eval.nll);
+    r.set("evaluation", std::move(ev));
+    r.set("quantization_seconds", result.seconds);
+    io::write_file_atomic(*report_path, json::dump(r) + "\n");
+  }
   return 0;
 }
 

@@ -31,9 +31,12 @@ MatrixF matrix_of(const LlamaModel& model, const std::string& name, int* linear)
 }
 
 void set_matrix(LlamaModel& model, const std::string& name, int linear, const MatrixFRef& w) {
-  if (linear >= 0) model.set_linear(linear, w);
-  else if (name == kGgufTokenEmbedding) model.set_token_embedding(w);
-  else model.set_classifier(w);
+  if (linear >= 0)
+    model.set_linear(linear, w);
+  else if (name == kGgufTokenEmbedding)
+    model.set_token_embedding(w);
+  else
+    model.set_classifier(w);
 }
 
 // The tensor's bytes must dequantize, in ggml's formulas, to exactly the simulated weights.
@@ -93,9 +96,25 @@ GgufQuantization quantize_to_gguf(LlamaModel& model,
     const MatrixF w = matrix_of(model, name, &linear);
     const GgmlType t = type_of[name];
     if (w.cols() % ggml_traits(t).block != 0)
-      throw InvalidArgument(fmt::format("quantize_to_gguf: {} has {} columns, not a multiple of "
-                                        "{}'s block of {}",
-                                        name, w.cols(), to_string(t), ggml_traits(t).block));
+      throw InvalidArgument(
+          fmt::format("quantize_to_gguf: {} has {} columns, not a multiple of "
+                      "{}'s block of {}",
+                      name, w.cols(), to_string(t), ggml_traits(t).block));
+  }
+
+  // The imatrix's entries, checked against the matrices before anything runs.
+  std::map<std::string, VectorD> imatrix_importance;
+  if (options.imatrix) {
+    if (options.sequential.round.grid.search != ScaleSearch::kHessian)
+      throw InvalidArgument(fmt::format(
+          "quantize_to_gguf: an imatrix weighs the hessian scale search, but the search is {}",
+          to_string(options.sequential.round.grid.search)));
+    for (const auto& name : names) {
+      int linear;
+      const MatrixF w = matrix_of(model, name, &linear);
+      if (ggml_traits(type_of[name]).quantized() && options.imatrix->find(name))
+        imatrix_importance.emplace(name, options.imatrix->importance(name, w.cols()));
+    }
   }
 
   RestoreOnError restore(model);
@@ -121,11 +140,16 @@ GgufQuantization quantize_to_gguf(LlamaModel& model,
       bytes.bytes = encode_ggml_float(t, w);
       simulated = dequantize_ggml(t, bytes.bytes, w.rows(), w.cols());
     } else {
-      // No statistics for a lookup table: the search weighs every column alike.
+      // No calibration statistics for a lookup table: the imatrix's entry if it has one (the
+      // classifier's input when tied), else every column alike.
       const GridSpec spec = GridSpec::for_format(t, options.sequential.round.grid.search);
-      const Grid grid = spec.search == ScaleSearch::kHessian
-                            ? make_grid(w, spec, VectorD::Ones(w.cols()))
-                            : make_grid(w, spec);
+      const auto entry = imatrix_importance.find(name);
+      const bool weighted = entry != imatrix_importance.end();
+      const Grid grid =
+          spec.search != ScaleSearch::kHessian
+              ? make_grid(w, spec)
+              : make_grid(w, spec, weighted ? entry->second : VectorD::Ones(w.cols()));
+      out.scale_importance[name] = weighted ? "imatrix" : "uniform";
       MatrixI8 codes(w.rows(), w.cols());
       for (Index r = 0; r < w.rows(); ++r)
         for (Index c = 0; c < w.cols(); ++c)
@@ -148,6 +172,23 @@ GgufQuantization quantize_to_gguf(LlamaModel& model,
     std::map<std::string, GgmlType> type_by_layer;
     for (int i : method_linears) type_by_layer[model.linear_name(i)] = type_of[gguf_linear_name(i)];
     const ScaleSearch search = seq.round.grid.search;
+    std::map<std::string, VectorD> importance_by_layer;
+    for (int i : method_linears) {
+      const std::string name = gguf_linear_name(i);
+      const auto entry = imatrix_importance.find(name);
+      out.scale_importance[name] = entry != imatrix_importance.end() ? "imatrix" : "calibration";
+      if (entry != imatrix_importance.end())
+        importance_by_layer.emplace(model.linear_name(i), entry->second);
+    }
+    if (!importance_by_layer.empty()) {
+      const auto user_hook = seq.prepare_problem;
+      seq.prepare_problem = [importance_by_layer, user_hook](const LinearLayerInfo& layer,
+                                                             LayerProblem& problem) {
+        const auto it = importance_by_layer.find(layer.name);
+        if (it != importance_by_layer.end()) problem.set_scale_importance(it->second);
+        if (user_hook) user_hook(layer, problem);
+      };
+    }
     seq.per_layer = [type_by_layer, search](const LinearLayerInfo& layer,
                                             const RoundLayerOptions& base) {
       RoundLayerOptions o = base;

@@ -22,9 +22,6 @@ void check_range(const char* source, const char* field, int value, int lo, int h
     throw IoError(fmt::format("{}: {} = {} must be in [{}, {}]", source, field, value, lo, hi));
 }
 
-
-
-
 // Row-wise RMSNorm with gain g.
 MatrixF rms_norm(const MatrixF& x, const VectorF& g, float eps) {
   MatrixF out(x.rows(), x.cols());
@@ -81,8 +78,8 @@ void LlamaConfig::validate(const char* source) const {
   if (dim % n_heads != 0)
     throw IoError(fmt::format("{}: dim {} is not a multiple of n_heads {}", source, dim, n_heads));
   if (n_heads % n_kv_heads != 0)
-    throw IoError(fmt::format("{}: n_heads {} is not a multiple of n_kv_heads {}", source,
-                              n_heads, n_kv_heads));
+    throw IoError(fmt::format("{}: n_heads {} is not a multiple of n_kv_heads {}", source, n_heads,
+                              n_kv_heads));
   if (head_size() % 2 != 0)
     throw IoError(fmt::format("{}: head size {} must be even for RoPE", source, head_size()));
   if (!(rms_eps > 0.0f && rms_eps < 1.0f))
@@ -97,20 +94,20 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
   const auto& c = config_;
   auto expect = [](const char* what, Index r, Index cc, Index er, Index ec) {
     if (r != er || cc != ec)
-      throw InvalidArgument(fmt::format("llama weights: {} is {}×{}, expected {}×{}", what, r,
-                                        cc, er, ec));
+      throw InvalidArgument(
+          fmt::format("llama weights: {} is {}×{}, expected {}×{}", what, r, cc, er, ec));
   };
   expect("token embedding", weights_.token_embedding.rows(), weights_.token_embedding.cols(),
          c.vocab_size, c.dim);
   if (static_cast<int>(weights_.blocks.size()) != c.n_layers)
-    throw InvalidArgument(fmt::format("llama weights: {} blocks, expected {}",
-                                      weights_.blocks.size(), c.n_layers));
+    throw InvalidArgument(
+        fmt::format("llama weights: {} blocks, expected {}", weights_.blocks.size(), c.n_layers));
   for (int i = 0; i < num_linear(); ++i) {
     const MatrixF& m = linear(i);
     const auto l = static_cast<BlockLinear>(i % kLinearsPerBlock);
-    const Index rows = l == BlockLinear::kK || l == BlockLinear::kV ? c.kv_dim()
+    const Index rows = l == BlockLinear::kK || l == BlockLinear::kV     ? c.kv_dim()
                        : l == BlockLinear::kW1 || l == BlockLinear::kW3 ? c.hidden_dim
-                                                                         : c.dim;
+                                                                        : c.dim;
     const Index cols = l == BlockLinear::kW2 ? c.hidden_dim : c.dim;
     expect(linear_name(i).c_str(), m.rows(), m.cols(), rows, cols);
   }
@@ -130,8 +127,8 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
   rope_sin_.resize(c.seq_len, half);
   for (int pos = 0; pos < c.seq_len; ++pos)
     for (int j = 0; j < half; ++j) {
-      const float freq =
-          1.0f / std::pow(c.rope_theta, static_cast<float>(2 * j) / static_cast<float>(c.head_size()));
+      const float freq = 1.0f / std::pow(c.rope_theta, static_cast<float>(2 * j) /
+                                                           static_cast<float>(c.head_size()));
       const float angle = static_cast<float>(pos) * freq;
       rope_cos_(pos, j) = std::cos(angle);
       rope_sin_(pos, j) = std::sin(angle);
@@ -162,7 +159,7 @@ void LlamaModel::set_linear(int index, const MatrixFRef& w) {
 }
 
 void LlamaModel::set_linear_packed(int index, std::shared_ptr<const PackedMatrix> packed,
-                                     PackedCompute compute) {
+                                   PackedCompute compute) {
   if (!packed) throw InvalidArgument(fmt::format("{}: packed matrix is null", linear_name(index)));
   set_linear(index, packed->dequantized());
   packed_[index] = std::move(packed);
@@ -187,24 +184,25 @@ void LlamaModel::set_classifier(const MatrixFRef& w) {
     throw InvalidArgument("classifier: it is tied to the token embedding (set_token_embedding)");
   const MatrixF& old = weights_.classifier;
   if (w.rows() != old.rows() || w.cols() != old.cols())
-    throw InvalidArgument(fmt::format("classifier: new weights are {}×{}, expected {}×{}",
-                                      w.rows(), w.cols(), old.rows(), old.cols()));
+    throw InvalidArgument(fmt::format("classifier: new weights are {}×{}, expected {}×{}", w.rows(),
+                                      w.cols(), old.rows(), old.cols()));
   weights_.classifier = w;
 }
 
-MatrixF LlamaModel::forward(const std::vector<int>& tokens, const LinearInputFn& observe) const {
+MatrixF LlamaModel::forward(const std::vector<int>& tokens, const LinearInputFn& observe,
+                            bool observe_classifier) const {
   const auto& c = config_;
   const Index T = static_cast<Index>(tokens.size());
   if (T == 0 || T > c.seq_len)
-    throw InvalidArgument(fmt::format("window of {} tokens: expected 1..{} (seq_len)", T,
-                                      c.seq_len));
+    throw InvalidArgument(
+        fmt::format("window of {} tokens: expected 1..{} (seq_len)", T, c.seq_len));
   SingleThreadedEigen single_threaded;
   MatrixF x(T, c.dim);
   for (Index t = 0; t < T; ++t) {
     const int id = tokens[t];
     if (id < 0 || id >= c.vocab_size)
-      throw InvalidArgument(fmt::format("token {} at position {} outside [0, {})", id, t,
-                                        c.vocab_size));
+      throw InvalidArgument(
+          fmt::format("token {} at position {} outside [0, {})", id, t, c.vocab_size));
     x.row(t) = weights_.token_embedding.row(id);
   }
   const int hs = c.head_size(), group = c.n_heads / c.n_kv_heads;
@@ -227,8 +225,9 @@ MatrixF LlamaModel::forward(const std::vector<int>& tokens, const LinearInputFn&
       if (observe && !single_threaded.with_caller_threads([&] { return observe(base + k, in); }))
         return false;
       if (const PackedMatrix* p = packed_[base + k].get()) {
-        out = compute_[base + k] == PackedCompute::kInteger && p->is_uniform() ? qgemm(*p, in)
-                                                                               : qgemm_float(*p, in);
+        out = compute_[base + k] == PackedCompute::kInteger && p->is_uniform()
+                  ? qgemm(*p, in)
+                  : qgemm_float(*p, in);
       } else {
         out.noalias() = in * b.linear[k].transpose();
       }
@@ -264,6 +263,9 @@ MatrixF LlamaModel::forward(const std::vector<int>& tokens, const LinearInputFn&
     x += down;
   }
   const MatrixF xf = rms_norm(x, weights_.rms_final, c.rms_eps);
+  if (observe && observe_classifier &&
+      !single_threaded.with_caller_threads([&] { return observe(num_linear(), xf); }))
+    return {};
   const MatrixF& cls = c.shared_classifier ? weights_.token_embedding : weights_.classifier;
   MatrixF logits = xf * cls.transpose();
   return logits;

@@ -4,10 +4,13 @@
 // ggml dequantization equal, bit for bit, to the weights the quantized model simulates.
 #pragma once
 
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "qround/format.hpp"
+#include "qround/io/imatrix.hpp"
 #include "qround/model/gguf_llama.hpp"
 #include "qround/model/llama.hpp"
 #include "qround/pipeline.hpp"
@@ -26,23 +29,32 @@ struct GgufQuantizeOptions {
   // only the scale search; each layer's grid is its ggml type's. `per_layer` must be empty.
   SequentialOptions sequential;
   // One entry per matrix of the model (token_embd, every blk.N linear, output when not tied), as
-  // a type mix plans them (model/type_mix.hpp). Float types (f32, f16, bf16) are stored as that type; the model then
-  // computes with the weights rounded to it.
+  // a type mix plans them (model/type_mix.hpp). Float types (f32, f16, bf16) are stored as that
+  // type; the model then computes with the weights rounded to it.
   std::vector<TensorTypeChoice> types;
+  // Optional llama.cpp importance matrix: a matrix with an entry has its scale search weighted by
+  // it (exactly as llama-quantize weighs it, io::Imatrix::importance) instead of the calibration's
+  // diag(XᵀX) — or instead of uniform weights for the token embedding, which has no calibration.
+  // The methods' losses still come from the calibration. Needs the hessian scale search.
+  std::optional<io::Imatrix> imatrix;
 };
 
 struct GgufQuantization {
-  ModelQuantization layers;       // the method's linear layers (those with a quantized type)
-  LlamaGgufOptions tensors;       // every matrix's bytes, ready for write_gguf_llama
+  ModelQuantization layers;             // the method's linear layers (those with a quantized type)
+  LlamaGgufOptions tensors;             // every matrix's bytes, ready for write_gguf_llama
   std::vector<TensorTypeChoice> types;  // as given, in model order
-  double bits_per_weight = 0.0;   // storage of all matrices (bytes · 8 / weights)
+  double bits_per_weight = 0.0;         // storage of all matrices (bytes · 8 / weights)
+  // Per quantized matrix (GGUF name): what weighted its scale search — "imatrix",
+  // "calibration" (diag(XᵀX)) or "uniform" (no statistics); absent for float types.
+  std::map<std::string, std::string> scale_importance;
 };
 
 // Quantizes `model` in place (its weights become what the GGUF file computes: the dequantized
 // codes, or the float types' rounded weights). The token embedding and a separate output matrix
 // are rounded to nearest on their type's grid (no calibration statistics exist for a lookup
 // table). InvalidArgument when `types` misses a matrix, names one twice or names an unknown one,
-// or a row length is not a whole number of a type's blocks. Throws NumericalError if an encoded
+// or a row length is not a whole number of a type's blocks, or an imatrix entry's width differs
+// from its matrix's. Throws NumericalError if an encoded
 // tensor ever failed to dequantize to the simulated weights (the exactness guarantee). On
 // cancellation or any error the model is restored to float.
 GgufQuantization quantize_to_gguf(LlamaModel& model,

@@ -24,7 +24,7 @@ struct LlamaConfig {
   int dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0,
       seq_len = 0;
   bool shared_classifier = true;
-  float rms_eps = 1e-5f;      // llama2.c's constant; GGUF llama.attention.layer_norm_rms_epsilon
+  float rms_eps = 1e-5f;        // llama2.c's constant; GGUF llama.attention.layer_norm_rms_epsilon
   float rope_theta = 10000.0f;  // llama2.c's constant; GGUF llama.rope.freq_base
   int head_size() const { return dim / n_heads; }
   int kv_dim() const { return head_size() * n_kv_heads; }
@@ -89,8 +89,10 @@ class LlamaModel {
 
   // Logits (tokens × vocab) for a window of at most seq_len tokens at positions 0..n−1, processed
   // at once with a causal mask. `observe` (optional) sees every linear layer's input; if it
-  // returns false the pass stops and the returned matrix is empty.
-  MatrixF forward(const std::vector<int>& tokens, const LinearInputFn& observe = {}) const;
+  // returns false the pass stops and the returned matrix is empty. With `observe_classifier` it
+  // also sees the classifier's input (the final RMS-normed hidden state) as index num_linear().
+  MatrixF forward(const std::vector<int>& tokens, const LinearInputFn& observe = {},
+                  bool observe_classifier = false) const;
 
  private:
   LlamaConfig config_;
