@@ -19,6 +19,7 @@
 #include "qround/model/gguf_quantize.hpp"
 #include "qround/model/llama2c.hpp"
 #include "qround/model/tokenizer.hpp"
+#include "qround/model/type_allocation.hpp"
 #include "qround/model/type_mix.hpp"
 #include "qround/problem.hpp"
 #include "qround/scale_search.hpp"
@@ -185,6 +186,69 @@ TEST(GgufQuantize, ImatrixEntryWeighsExactlyItsMatrixScaleSearch) {
   o.sequential.round.grid.search = ScaleSearch::kMinMax;
   EXPECT_THROW(quantize_to_gguf(bad, s.windows, o), InvalidArgument);
   EXPECT_EQ(bad.linear(0), m.linear(0));
+}
+
+// Mixed precision over ggml types: the file fits the budget, the ends of the range give every
+// mixed layer its cheapest / largest candidate, fixed matrices keep their plan, bounds are named.
+TEST(TypeAllocation, ChoosesCandidateTypesWithinTheFileBudget) {
+  QROUND_REQUIRE_MODEL_DATA(dir);
+  const StoriesCalib s = stories(dir, 2500);
+  const LlamaModel& m = s.model;
+  const auto plan = pure_tensor_types(m, GgmlType::kQ4_0);
+  TypeAllocationOptions o;
+  o.candidates = {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ5_1};
+  o.rounding.method = Method::kNearest;
+  o.rounding.grid.search = ScaleSearch::kHessian;
+  o.bits_per_weight = 1.0;
+  try {
+    allocate_tensor_types(m, s.windows, plan, o);
+    FAIL() << "a budget below every allocation was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("outside"), std::string::npos) << e.what();
+  }
+  // The plain storage of the file at each end, computed from the block sizes.
+  double weights = 0.0, fixed = 0.0, mixed_weights = 0.0;
+  for (const auto& t : plan) {
+    const bool emb = t.name == kGgufTokenEmbedding;
+    int linear = -1;
+    for (int i = 0; i < m.num_linear(); ++i)
+      if (gguf_linear_name(i) == t.name) linear = i;
+    const MatrixF& w = emb ? m.weights().token_embedding : m.linear(linear);
+    weights += static_cast<double>(w.size());
+    if (emb || t.type == GgmlType::kF16)
+      fixed += static_cast<double>(w.size()) * ggml_traits(t.type).bits_per_weight();
+    else
+      mixed_weights += static_cast<double>(w.size());
+  }
+  const double lo = (fixed + 4.5 * mixed_weights) / weights,  // q4_0: 18 bytes per 32
+      hi = (fixed + 8.5 * mixed_weights) / weights;           // q8_0: 34 bytes per 32
+  for (const double budget : {lo, (lo + hi) / 2, hi}) {
+    o.bits_per_weight = budget;
+    const TypeAllocation a = allocate_tensor_types(m, s.windows, plan, o);
+    EXPECT_LE(a.bits_per_weight, budget + 1e-12);
+    EXPECT_EQ(a.table.names.size(), 30u);
+    ASSERT_EQ(a.types.size(), plan.size());
+    int changed = 0, at_q8 = 0;
+    for (std::size_t i = 0; i < plan.size(); ++i) {
+      EXPECT_EQ(a.types[i].name, plan[i].name);
+      const bool mixable = plan[i].name != kGgufTokenEmbedding && plan[i].type == GgmlType::kQ4_0;
+      if (!mixable) {
+        EXPECT_EQ(a.types[i].type, plan[i].type) << plan[i].name;
+        continue;
+      }
+      if (budget == lo) EXPECT_EQ(a.types[i].type, GgmlType::kQ4_0) << plan[i].name;
+      if (budget == hi) EXPECT_EQ(a.types[i].type, GgmlType::kQ8_0) << plan[i].name;
+      changed += a.types[i].type != GgmlType::kQ4_0;
+      at_q8 += a.types[i].type == GgmlType::kQ8_0;
+    }
+    if (budget != lo && budget != hi) {
+      EXPECT_GT(changed, 0);
+      EXPECT_LT(at_q8, 30);
+      EXPECT_GT(a.bits_per_weight, lo);
+    }
+  }
+  o.candidates = {GgmlType::kQ4_0, GgmlType::kF16};
+  EXPECT_THROW(allocate_tensor_types(m, s.windows, plan, o), InvalidArgument);
 }
 
 }  // namespace

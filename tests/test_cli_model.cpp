@@ -227,7 +227,9 @@ TEST(CliModelGguf, UsageErrorsLeaveNoFile) {
         std::string(" --imatrix x.gguf --bits 4"), std::string(" --format q4_0 --bits 4"),
         std::string(" --format q4_0 --imatrix-process-output"),
         std::string(" --format q4_0 --eval-skip 100000000"), std::string(" --format q9_9"),
-        std::string(" --eval-skip -3")}) {
+        std::string(" --eval-skip -3"), std::string(" --format q4_0 --mixed-budget 2"),
+        std::string(" --format q4_0 --mixed-budget 7.7 --mixed-candidates q4_0,f16"),
+        std::string(" --format q4_0 --mixed-candidates q4_0")}) {
     const auto r = run_cli(common + bad + " --out '" + out + "'");
     EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
     EXPECT_FALSE(r.err.empty()) << bad;

@@ -27,6 +27,7 @@
 #include "qround/model/evaluation.hpp"
 #include "qround/model/gguf_quantize.hpp"
 #include "qround/model/llama_adapter.hpp"
+#include "qround/model/type_allocation.hpp"
 #include "qround/model/type_mix.hpp"
 #include "qround/pipeline.hpp"
 
@@ -43,7 +44,7 @@ constexpr const char* kHelp =
                     [--report FILE.json] [--dump-dequant DIR] [--out model.safetensors]
                     [--quiet] [method options]
        qround model --model M.bin|M.gguf ... --format TYPE [--pure] [--imatrix FILE]
-                    --out OUT.gguf
+                    [--mixed-budget BPW [--mixed-candidates q4_0,q5_0,...]] --out OUT.gguf
 
   --model              llama2.c checkpoint (legacy float32 format) or llama GGUF
   --tokenizer          llama2.c tokenizer (tok512.bin style); required with a checkpoint
@@ -78,7 +79,11 @@ constexpr const char* kHelp =
   --asymmetric-target  sequential calibration targeting the float model's inputs
   --float-activations  run packed layers with float activations (default: int8 activations,
                        integer kernels — what integer inference computes)
-  --mixed-budget BPW   mixed precision instead of --bits: measure each layer's sensitivity at
+  --mixed-budget BPW   with --format: every linear layer the mix gives a quantized type is
+                       measured at every --mixed-candidates type (default: all of them) and gets
+                       the type of the least-loss allocation whose file (all matrices as stored)
+                       fits BPW bits per weight. Without --format:
+                       mixed precision instead of --bits: measure each layer's sensitivity at
                        every --mixed-bits width (default 2,3,4,8) with the method, on the float
                        model's calibration statistics; give each layer the width of the
                        least-loss allocation whose storage (codes, scales, zero points) fits BPW
@@ -187,8 +192,13 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   const std::optional<std::string> imatrix_path = args.take("imatrix");
   const ImatrixOut imatrix_out = ImatrixOut::take(args);
   const std::optional<std::string> report_path = args.take("report");
-  for (const char* key : {"bits", "group-size", "symmetric", "mixed-budget", "mixed-bits",
-                          "float-activations", "dump-dequant"})
+  const double mixed_budget =
+      args.take_double("mixed-budget", std::numeric_limits<double>::quiet_NaN());
+  const bool mixed = !std::isnan(mixed_budget);
+  const std::optional<std::string> mixed_candidates = args.take("mixed-candidates");
+  if (mixed_candidates && !mixed) throw UsageError("--mixed-candidates needs --mixed-budget");
+  for (const char* key : {"bits", "group-size", "symmetric", "mixed-bits", "float-activations",
+                          "dump-dequant"})
     if (args.has(key))
       throw UsageError(
           fmt::format("--{} does not apply to --format (the type fixes the grid; "
@@ -247,6 +257,27 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
                     "{}: drop --scale-search or give --scale-search hessian",
                     to_string(options.sequential.round.grid.search)));
 
+  model::TypeAllocationOptions allocation;
+  if (mixed) {
+    try {
+      allocation.bits_per_weight = mixed_budget;
+      allocation.rounding = options.sequential.round;
+      if (mixed_candidates) {
+        std::string list = *mixed_candidates;
+        for (std::size_t at = 0; at <= list.size();) {
+          const std::size_t comma = std::min(list.find(',', at), list.size());
+          allocation.candidates.push_back(parse_ggml_type(list.substr(at, comma - at)));
+          at = comma + 1;
+        }
+      } else {
+        allocation.candidates = ggml_quantized_types();
+      }
+      allocation.validate();
+    } catch (const InvalidArgument& e) {
+      throw UsageError(fmt::format("--mixed-budget / --mixed-candidates: {}", e.what()));
+    }
+  }
+  mix.has_imatrix = imatrix_path.has_value();  // llama-quantize's imatrix rules
   if (imatrix_path) options.imatrix = io::read_imatrix(*imatrix_path);
   auto files = load_model_files(paths);
   const model::Tokenizer& tokenizer = files.require_tokenizer();
@@ -259,6 +290,23 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
 
   ProgressBar bar(quiet);
   imatrix_out.write(files.model, calib, calib_path, bar);
+  std::optional<model::TypeAllocation> allocated;
+  if (mixed) {
+    try {
+      allocated = model::allocate_tensor_types(files.model, calib, options.types, allocation,
+                                               bar.callback());
+    } catch (const InvalidArgument& e) {
+      bar.finish();
+      throw UsageError(fmt::format("--mixed-budget: {}", e.what()));
+    }
+    bar.finish();
+    options.types = allocated->types;
+    fmt::print("mixed precision over {} candidate types: {} front points; chosen {:.4f} bits per "
+               "weight (file), predicted loss {:.6g}\n",
+               allocation.candidates.size(), allocated->front.points.size(),
+               allocated->bits_per_weight, allocated->chosen.loss);
+    for (const auto& note : allocated->table.notes) fmt::print("  note: {}\n", note);
+  }
   const auto start = std::chrono::steady_clock::now();
   model::LlamaModel quantized = files.model;
   model::GgufQuantization result =
@@ -340,6 +388,23 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
     if (imatrix_path) r.set("imatrix", *imatrix_path);
     if (imatrix_out.path) r.set("imatrix_out", *imatrix_out.path);
     r.set("bits_per_weight", result.bits_per_weight);
+    if (allocated) {
+      json::Value m = json::Value::object();
+      m.set("budget_bits_per_weight", mixed_budget);
+      json::Value cands = json::Value::array();
+      for (GgmlType t : allocation.candidates) cands.push_back(to_string(t));
+      m.set("candidates", std::move(cands));
+      m.set("predicted_loss", allocated->chosen.loss);
+      json::Value front = json::Value::array();
+      for (const auto& pt : allocated->front.points) {
+        json::Value p = json::Value::object();
+        p.set("bits_per_weight", allocated->file_bits_per_weight(pt));
+        p.set("loss", pt.loss);
+        front.push_back(std::move(p));
+      }
+      m.set("front", std::move(front));
+      r.set("mixed_precision", std::move(m));
+    }
     r.set("tensors", std::move(tensors));
     r.set("stages", stages_json(result.layers));
     json::Value ev = json::Value::object();
