@@ -13,6 +13,7 @@
 #include "qround/detail/gptq_factor.hpp"
 #include "qround/detail/rng.hpp"
 #include "qround/gptq.hpp"
+#include "qround/scale_search.hpp"
 
 namespace {
 
@@ -98,5 +99,26 @@ BENCHMARK(BM_Gptq4096)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->Iterations(2);
+
+// Issue 10's goal: GPTQ on llama.cpp's q4_k grid (super-blocks of 256, dynamic super-block
+// scale fitting as GPTQ reaches each block), 4096², under 3 s on 2 cores.
+void BM_GptqQ4K4096(benchmark::State& state) {
+  const LayerProblem& p = problem_4096();
+  const GridSpec spec = GridSpec::for_format(GgmlType::kQ4_K);
+  for (auto _ : state) benchmark::DoNotOptimize(gptq(p, spec, GptqOptions{}).codes.data());
+}
+BENCHMARK(BM_GptqQ4K4096)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+
+// Round-to-nearest's q4_k scale search on one 4096² tensor with importance weights (what
+// llama-quantize does per tensor with an imatrix): weights per second.
+void BM_RtnScaleSearchQ4K4096(benchmark::State& state) {
+  const MatrixF w = synthetic_weights(4096, 4096);
+  const VectorD importance = synthetic_hessian(4096).diagonal();
+  const GridSpec spec = GridSpec::for_format(GgmlType::kQ4_K);
+  for (auto _ : state) benchmark::DoNotOptimize(make_grid(w, spec, importance).scales.data());
+  state.counters["weights/s"] = benchmark::Counter(4096.0 * 4096.0,
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_RtnScaleSearchQ4K4096)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
