@@ -25,6 +25,7 @@ ENGINE_CHECK=$HARNESS/engine_check
 ENGINE_MODEL=$HARNESS/engine_model
 WRITE_LAYER=$BUILD/tests/write_layer_gguf
 GGUF_NLL=$BUILD/tests/gguf_nll
+MIX_TYPES=$BUILD/tests/mix_types
 
 die() {
   echo "interop: FAILED: $*" >&2
@@ -103,7 +104,7 @@ build_qround_tools() {
           -DQROUND_BUILD_BENCH=OFF -DQROUND_BUILD_EXAMPLES=OFF -DQROUND_BUILD_CLI=ON >/dev/null ||
       die "cannot configure qround in $BUILD"
   fi
-  cmake --build "$BUILD" -j "$(qround_jobs)" --target write_layer_gguf gguf_nll qround_cli >/dev/null ||
+  cmake --build "$BUILD" -j "$(qround_jobs)" --target write_layer_gguf gguf_nll mix_types qround_cli >/dev/null ||
     die "cannot build qround's tools in $BUILD"
 }
 
@@ -217,6 +218,79 @@ check_models() {
   done
 }
 
+# Type mixes: llama.cpp's own quantizer (llama_model_quantize) chooses every tensor's type of
+# synthetic F32 llama models with K-compatible shapes (and ones where the fallbacks fire); the
+# types it stored must be exactly the ones qround's plan_tensor_types gives (model/type_mix.hpp).
+# SPEC: FILE_TYPE[:pure][:imatrix]; q2_k_s always gets an importance matrix (llama-quantize
+# refuses it without one).
+check_mixes() {
+  local work=$1/mixes
+  mkdir -p "$work"
+  # "LABEL write options": dim 256 unless said, hidden 768, 8 heads, 2 KV heads, vocab 512, tied.
+  local models=(
+    "tied-16L --layers 16"
+    "untied-9L --layers 9 --heads 4 --kv-heads 2 --hidden 512 --vocab 768 --untied"
+    "ffn352-8L --layers 8 --hidden 352 --kv-heads 4"
+    "dim160-ffn200-3L --dim 160 --heads 5 --kv-heads 1 --hidden 200 --layers 3 --untied"
+  )
+  local specs=(f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q2_k_s q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m
+               q5_k_s q5_k_m q6_k q4_0:pure q5_1:pure q2_k:pure q4_k_m:pure q6_k:pure
+               q4_0:imatrix q5_0:imatrix q4_k_m:imatrix q2_k_s:pure)
+  local entry label opts spec name ftype in out theirs ours diffs summary
+  for entry in "${models[@]}"; do
+    label=${entry%% *}
+    opts=${entry#* }
+    in=$work/$label.gguf
+    # shellcheck disable=SC2086  # opts holds the shape options
+    if ! "$MIX_TYPES" write "$in" $opts >/dev/null 2>"$work/err" ||
+       ! "$MIX_TYPES" imatrix "$in" "$work/$label.dat" >/dev/null 2>>"$work/err"; then
+      fail "mix $label: qround could not write the model or its imatrix: $(tail -n 2 "$work/err")"
+      continue
+    fi
+    for spec in "${specs[@]}"; do
+      name=${spec%%:*}
+      local qargs=() pargs=()
+      [[ $spec == *:pure* ]] && qargs+=(pure) && pargs+=(pure)
+      if [[ $spec == *:imatrix* || $name == q2_k_s ]]; then
+        qargs+=(--imatrix "$work/$label.dat")
+        pargs+=(imatrix)
+        [[ $spec == *:imatrix* ]] || spec+=":imatrix"
+      fi
+      out=$work/$label-${spec//:/-}.gguf
+      if ! ftype=$("$MIX_TYPES" ftype "$name" 2>"$work/err"); then
+        fail "mix $label $spec: $(cat "$work/err")"
+        continue
+      fi
+      if ! "$ENGINE_MODEL" quantize "$in" "$out" "$ftype" "${qargs[@]}" >/dev/null 2>"$work/err"; then
+        fail "mix $label $spec: llama_model_quantize failed: $(grep -v '^ *$' "$work/err" | tail -n 2)"
+        continue
+      fi
+      if ! theirs=$("$MIX_TYPES" types "$out" 2>"$work/err") ||
+         ! ours=$("$MIX_TYPES" plan "$in" "$name" "${pargs[@]}" 2>>"$work/err"); then
+        fail "mix $label $spec: mix_types failed: $(tail -n 2 "$work/err")"
+      elif diffs=$(diff <(echo "$theirs") <(echo "$ours")); then
+        summary=$(echo "$theirs" | awk '{n[$2]++} END {for (t in n) printf "%s %s ", t, n[t]}' |
+                  tr ' ' '\n' | paste -d' ' - - | sort | paste -sd, -)
+        pass "mix $label $spec: $(echo "$theirs" | wc -l) tensors, llama.cpp's types == qround's ($summary)"
+      else
+        fail "mix $label $spec: llama.cpp's types (<) differ from qround's plan (>):"
+        echo "$diffs" | grep '^[<>]' | head -n 12 | sed 's/^/        /'
+      fi
+      rm -f "$out"
+    done
+  done
+  # The comparison can fail: llama.cpp's q4_k_s file is not qround's q4_k_m plan.
+  in=$work/tied-16L.gguf
+  if [ -f "$in" ] && "$ENGINE_MODEL" quantize "$in" "$work/neg.gguf" \
+       "$("$MIX_TYPES" ftype q4_k_s)" >/dev/null 2>&1 &&
+     ! diff <("$MIX_TYPES" types "$work/neg.gguf") <("$MIX_TYPES" plan "$in" q4_k_m) >/dev/null; then
+    pass "mix negative control: llama.cpp's q4_k_s types differ from qround's q4_k_m plan"
+  else
+    fail "mix negative control: could not tell llama.cpp's q4_k_s file from the q4_k_m plan"
+  fi
+  rm -f "$work"/*.gguf
+}
+
 main() {
   install_engine
   build_harness
@@ -309,6 +383,7 @@ main() {
   fi
 
   check_models "$work"
+  check_mixes "$work"
 
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]

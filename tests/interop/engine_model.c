@@ -9,8 +9,11 @@
  *       every position, add −log softmax(logits[i])[token[i+1]] for i = 0..n−2 (double
  *       log-sum-exp). F32 K/V cache, flash attention off, so only the weights and llama.cpp's
  *       activation quantization differ from qround's evaluation. Prints "nll X tokens N".
- *   engine_model quantize IN.gguf OUT.gguf FTYPE [pure]
- *       llama_model_quantize with the llama_ftype number FTYPE (llama.h), 2 threads.
+ *   engine_model quantize IN.gguf OUT.gguf FTYPE [pure] [--imatrix FILE.dat]
+ *       llama_model_quantize with the llama_ftype number FTYPE (llama.h), 2 threads; with
+ *       --imatrix, the importance matrix of a legacy llama-imatrix file (int32 n_entries; per
+ *       entry int32 name length, the name, int32 ncall, int32 nval, nval floats; little-endian),
+ *       each value divided by ncall as tools/quantize/quantize.cpp's loader does.
  *
  * Exit status: 0 success, 2 any error (message on stderr). */
 #include <errno.h>
@@ -146,11 +149,49 @@ static int nll(const char* model_path, const char* windows_path) {
   return 0;
 }
 
-static int quantize(const char* in, const char* out, int ftype, int pure) {
+static int32_t read_i32(FILE* f, const char* path) {
+  int32_t v;
+  if (fread(&v, sizeof v, 1, f) != 1) die("%s: truncated", path);
+  return v;
+}
+
+/* The entries of a legacy imatrix file as llama_model_quantize's array (terminated by a NULL
+ * name); values / ncall (float). */
+static struct llama_model_imatrix_data* read_imatrix(const char* path) {
+  FILE* f = fopen(path, "rb");
+  if (!f) die("cannot open '%s': %s", path, strerror(errno));
+  const int32_t n = read_i32(f, path);
+  if (n <= 0 || n > 100000) die("%s: %d entries, expected 1..100000", path, n);
+  struct llama_model_imatrix_data* out = xrealloc(NULL, sizeof(*out) * (size_t)(n + 1));
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t len = read_i32(f, path);
+    if (len <= 0 || len > 4096) die("%s: entry %d: name length %d", path, i, len);
+    char* name = xrealloc(NULL, (size_t)len + 1);
+    if (fread(name, 1, (size_t)len, f) != (size_t)len) die("%s: truncated name", path);
+    name[len] = 0;
+    const int32_t ncall = read_i32(f, path), nval = read_i32(f, path);
+    if (nval <= 0 || nval > (1 << 26)) die("%s: %s: %d values", path, name, nval);
+    float* v = xrealloc(NULL, sizeof(float) * (size_t)nval);
+    if (fread(v, sizeof(float), (size_t)nval, f) != (size_t)nval) die("%s: truncated values", path);
+    if (ncall > 0)
+      for (int32_t j = 0; j < nval; ++j) v[j] /= (float)ncall;
+    out[i].name = name;
+    out[i].data = v;
+    out[i].size = (size_t)nval;
+  }
+  out[n].name = NULL;
+  out[n].data = NULL;
+  out[n].size = 0;
+  fclose(f);
+  return out;
+}
+
+static int quantize(const char* in, const char* out, int ftype, int pure, const char* imatrix) {
   struct llama_model_quantize_params qp = llama_model_quantize_default_params();
   qp.nthread = 2;
   qp.ftype = (enum llama_ftype)ftype;
   qp.pure = pure != 0;
+  if (imatrix) qp.imatrix = read_imatrix(imatrix);
   if (llama_model_quantize(in, out, &qp) != 0)
     die("llama_model_quantize %s -> %s (ftype %d) failed", in, out, ftype);
   return 0;
@@ -161,10 +202,21 @@ int main(int argc, char** argv) {
   ggml_backend_load_all_from_path(ENGINE_LIBDIR);
   llama_backend_init();
   if (argc == 4 && strcmp(argv[1], "nll") == 0) return nll(argv[2], argv[3]);
-  if ((argc == 5 || argc == 6) && strcmp(argv[1], "quantize") == 0)
-    return quantize(argv[2], argv[3], atoi(argv[4]), argc == 6 && strcmp(argv[5], "pure") == 0);
+  if (argc >= 5 && strcmp(argv[1], "quantize") == 0) {
+    int pure = 0;
+    const char* imatrix = NULL;
+    for (int i = 5; i < argc; ++i) {
+      if (strcmp(argv[i], "pure") == 0)
+        pure = 1;
+      else if (strcmp(argv[i], "--imatrix") == 0 && i + 1 < argc)
+        imatrix = argv[++i];
+      else
+        die("quantize: unexpected argument '%s' (expected pure or --imatrix FILE)", argv[i]);
+    }
+    return quantize(argv[2], argv[3], atoi(argv[4]), pure, imatrix);
+  }
   fprintf(stderr,
           "usage: engine_model nll MODEL.gguf WINDOWS.txt\n"
-          "       engine_model quantize IN.gguf OUT.gguf FTYPE [pure]\n");
+          "       engine_model quantize IN.gguf OUT.gguf FTYPE [pure] [--imatrix FILE.dat]\n");
   return 2;
 }
