@@ -79,6 +79,16 @@ std::vector<double> ref_block(GgmlType type, const std::uint8_t* x) {
       }
       break;
     }
+    case GgmlType::kIQ4_NL: {  // {d; qs[16]}: d · kvalues_iq4nl[nibble] (ggml-common.h)
+      static const int kValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                      1,    13,   25,  38,  53,  69,  89,  113};
+      const double d = half(x);
+      for (int j = 0; j < 16; ++j) {
+        y[j] = d * kValues[x[2 + j] & 15];
+        y[j + 16] = d * kValues[x[2 + j] >> 4];
+      }
+      break;
+    }
     case GgmlType::kQ8_0: {  // {d; int8 qs[32]}
       const double d = half(x);
       for (int j = 0; j < 32; ++j) y[j] = static_cast<std::int8_t>(x[2 + j]) * d;
@@ -272,6 +282,30 @@ TEST(GgmlCodec, GoldenQ5_1) {
   const auto u = q5_golden_values();
   for (int e = 0; e < 32; ++e) g.codes(0, e) = static_cast<std::int8_t>(u[e]);
   check_golden(g, hex(std::string("00 14 66 AE ") + kQ5Tail));
+}
+
+TEST(GgmlCodec, GoldenIQ4_NL) {
+  Golden g = golden_block(GgmlType::kIQ4_NL);
+  g.grid.stored.d(0, 0) = -0.75f;  // fp16 0xBA00: ggml's quantizer may store a negative d
+  for (int e = 0; e < 16; ++e) g.codes(0, e) = static_cast<std::int8_t>(e);  // the table index
+  for (int j = 0; j < 16; ++j) g.codes(0, 16 + j) = static_cast<std::int8_t>((j + 9) % 16);
+  // qs[j] = input j in the low nibble, input j + 16 in the high one (dequantize_row_iq4_nl).
+  check_golden(g, hex("00 BA 90 A1 B2 C3 D4 E5 F6 07 18 29 3A 4B 5C 6D 7E 8F"));
+  // The levels themselves: d · kvalues_iq4nl[n], written out.
+  const MatrixF y = dequantize_ggml(
+      GgmlType::kIQ4_NL, hex("00 BA 90 A1 B2 C3 D4 E5 F6 07 18 29 3A 4B 5C 6D 7E 8F"), 1, 32);
+  EXPECT_EQ(y(0, 0), -0.75f * -127);
+  EXPECT_EQ(y(0, 8), -0.75f * 1);
+  EXPECT_EQ(y(0, 15), -0.75f * 113);
+  EXPECT_EQ(y(0, 16), -0.75f * 13);    // code 9
+  EXPECT_EQ(y(0, 22), -0.75f * 113);   // code 15
+  EXPECT_EQ(y(0, 23), -0.75f * -127);  // code 0
+  // A block of d = 0 (what ggml stores for an all-zero block) decodes to zeros and is a valid
+  // grid: iq4_nl has no zero level, so d = 0 is the only way to store exact zeros.
+  const QuantizedLayer z = decode_ggml_codes(GgmlType::kIQ4_NL, Bytes(18, 0), 1, 32);
+  EXPECT_NO_THROW(z.grid.validate(1, 32));
+  EXPECT_EQ(z.grid.code(0, 5, 0.3f), 0);
+  EXPECT_EQ(dequantize_ggml(GgmlType::kIQ4_NL, Bytes(18, 0), 1, 32).cwiseAbs().maxCoeff(), 0.0f);
 }
 
 TEST(GgmlCodec, GoldenQ8_0) {
