@@ -308,6 +308,35 @@ main() {
       fail "$t $m $label: qround quantize failed: $(tail -n 2 "$work/qerr$n")"
     fi
   done
+  # iq4_nl's scale search against llama.cpp's own quantizer (ggml_quantize_chunk → quantize_iq4_nl,
+  # imatrix = diag(XᵀX)): Σ imp (w − ŵ)² of RTN on qround's grid must not exceed llama.cpp's.
+  local bsrc=("$work/wide/W.npy $work/wide/X.npy synthetic-32x4096") b bw bx blabel shape rows cols
+  if [ -d "$DATA/layers" ]; then
+    bsrc+=("$DATA/layers/layers.0.wq.W.npy $DATA/layers/layers.0.attn_in.X.npy layers.0.wq")
+    bsrc+=("$DATA/layers/layers.1.w1.W.npy $DATA/layers/layers.1.ffn_in.X.npy layers.1.w1")
+  fi
+  for b in "${bsrc[@]}"; do
+    read -r bw bx blabel <<<"$b"
+    shape=$(head -c 256 "$bw" | tr -d '\0' | grep -o "'shape': ([0-9]*, [0-9]*)" | tr -dc '0-9 ')
+    read -r rows cols <<<"$shape"
+    n=$((n + 1))
+    if "$ENGINE_CHECK" colsq "$cols" "$bx" "$work/imp$n.f32" 2>"$work/berr" &&
+       "$ENGINE_CHECK" quantize iq4_nl "$bw" "$rows" "$cols" "$work/imp$n.f32" \
+         "$work/llama$n.f32" >/dev/null 2>>"$work/berr" &&
+       "$qround" quantize --weights "$bw" --inputs "$bx" --format iq4_nl --method nearest --quiet \
+         --out "$work/q$n" >/dev/null 2>>"$work/berr" &&
+       result=$("$ENGINE_CHECK" werror "$cols" "$work/imp$n.f32" "$bw" "$work/llama$n.f32" \
+                  "$work/q$n/dequant.npy" 2>>"$work/berr"); then
+      read -r theirs ours ratio <<<"$result"
+      if awk -v r="$ratio" 'BEGIN { exit !(r <= 1.0) }'; then
+        pass "iq4_nl scale search $blabel: Σ imp·(w − ŵ)² qround $ours ≤ llama.cpp $theirs (ratio $ratio)"
+      else
+        fail "iq4_nl scale search $blabel: qround $ours > llama.cpp $theirs (ratio $ratio)"
+      fi
+    else
+      fail "iq4_nl scale search $blabel: $(tail -n 2 "$work/berr")"
+    fi
+  done
   # The methods that move codes in uniform steps refuse iq4_nl, naming it (exit 1, no file).
   for m in adaround flexround nupes; do
     if "$qround" quantize --weights "$work/k256/W.npy" --inputs "$work/k256/X.npy" \
