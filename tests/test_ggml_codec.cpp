@@ -11,6 +11,9 @@
 #include "qround/detail/rng.hpp"
 #include "qround/error.hpp"
 #include "qround/ggml_codec.hpp"
+#include "qround/io/gguf.hpp"
+#include "qround/nearest.hpp"
+#include "qround/scale_search.hpp"
 
 namespace qround {
 namespace {
@@ -598,6 +601,36 @@ TEST(GgmlCodec, ArbitraryBytesDequantizeAsTheReferenceAndTheDecodedGrid) {
       if (HasFailure()) return;
     }
   }
+}
+
+// iq4_nl through a whole GGUF file: searched grid and nearest codes → blocks → file bytes → parsed
+// → decoded: the same codes, stored d and levels (Grid::level of the original == dequantize_ggml).
+TEST(GgmlCodec, Iq4NlThroughAGgufFileKeepsCodesAndLevels) {
+  detail::Rng rng(21);
+  const Index rows = 6, cols = 128;
+  MatrixF w(rows, cols);
+  for (Index r = 0; r < rows; ++r)
+    for (Index c = 0; c < cols; ++c) w(r, c) = static_cast<float>(0.05 * rng.normal());
+  w.block(2, 32, 1, 32).setZero();  // an all-zero block: d = 0
+  const Grid g = make_grid(w, GridSpec::for_format(GgmlType::kIQ4_NL, ScaleSearch::kMinMax));
+  const MatrixI8 codes = quantize(w, g);
+  EXPECT_EQ(g.stored.d(2, 1), 0.0f);
+  const Bytes blocks = encode_ggml(codes, g);
+  io::GgufFile f;
+  io::set_standard_metadata(f, "test");
+  f.add_tensor("blk.0.w", GgmlType::kIQ4_NL, {cols, rows}, blocks.data(), blocks.size());
+  const io::GgufFile back = io::parse_gguf(io::serialize_gguf(f), "iq4_nl file");
+  const io::GgufTensor& t = back.tensor("blk.0.w");
+  ASSERT_EQ(t.type, GgmlType::kIQ4_NL);
+  ASSERT_EQ(t.bytes(), static_cast<std::size_t>(rows * (cols / 32) * 18));
+  const QuantizedLayer dec = decode_ggml_codes(t.type, t.data(), t.bytes(), t.rows(), t.cols());
+  EXPECT_TRUE(dec.codes == codes);
+  EXPECT_TRUE(dec.grid.stored.d == g.stored.d);
+  EXPECT_NO_THROW(dec.grid.validate(rows, cols));
+  const MatrixF engine = dequantize_ggml(t.type, t.data(), t.bytes(), t.rows(), t.cols());
+  expect_bits_equal(engine, levels(codes, g), "file levels vs Grid::level");
+  expect_bits_equal(engine, fake_quant(w, g), "file levels vs fake_quant");
+  expect_bits_equal(engine, ref_dequantize(GgmlType::kIQ4_NL, blocks, rows, cols), "vs reference");
 }
 
 // ---- bad input ---------------------------------------------------------------------------------
