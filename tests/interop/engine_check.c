@@ -343,8 +343,8 @@ static int cmd_werror(const char* cols_s, const char* imp_path, const char* w_pa
   float* b = read_floats(b_path, &nb);
   if (ni != (size_t)cols) die("'%s' has %zu floats, expected %lld", imp_path, ni, cols);
   if (nw % (size_t)cols != 0 || na != nw || nb != nw)
-    die("'%s', '%s', '%s' hold %zu, %zu, %zu floats: expected the same rows × %lld", w_path,
-        a_path, b_path, nw, na, nb, cols);
+    die("'%s', '%s', '%s' hold %zu, %zu, %zu floats: expected the same rows × %lld", w_path, a_path,
+        b_path, nw, na, nb, cols);
   double ea = 0, eb = 0;
   for (size_t i = 0; i < nw; ++i) {
     const double u = imp[i % (size_t)cols];
