@@ -70,7 +70,8 @@ struct GgmlTypeTraits {
   const std::int8_t* levels = nullptr;
 
   bool quantized() const { return bits != 0; }
-  // Codes as the level formula sees them are signed (grids of these types are "symmetric").
+  // Codes as the level formula sees them are signed: Grid::symmetric of the format's grids (q4_1,
+  // the K-quants with offsets and iq4_nl's table indices 0..15 are not).
   bool signed_codes() const { return qmin < 0; }
   double bits_per_weight() const { return 8.0 * block_bytes / block; }
 };

@@ -9,7 +9,8 @@
 //                       parameters a ggml block stores (format.hpp); s may be negative (ggml's
 //                       q4_0 puts the −8 level on the side of the largest magnitude)
 //   table format        ŵ = s·T[q],       q ∈ [0, 15], T the format's int8 table (iq4_nl's
-//                       kvalues_iq4nl), s = the stored fp16 d (negative or 0 allowed, as ggml)
+//                       kvalues_iq4nl), s = the stored fp16 d (negative or 0 allowed, as ggml);
+//                       symmetric = false (codes are unsigned table indices), zero points 0
 #pragma once
 
 #include <cmath>
@@ -64,7 +65,8 @@ struct GridSpec {
 
 // What the blocks of a format grid store (format.hpp), per row; Grid::scales and Grid::offsets
 // are derived from it by derive_format_levels() and must never be set on their own.
-//   32-blocks:  d (and m for q4_1 / q5_1) per block: rows × blocks, fp16 values held as float.
+//   32-blocks:  d (and m for q4_1 / q5_1) per block: rows × blocks, fp16 values held as float
+//               (iq4_nl: d only, which may be 0 for an all-zero block).
 //   K-quants:   d, dmin per super-block (rows × super-blocks), the integer sub-block scale `sc` and
 //               min `m` per sub-block (rows × sub-blocks) exactly as stored: q2_k 0..15 each,
 //               q4_k / q5_k 0..63 each, q3_k 0..63 (the level uses sc − 32), q6_k −128..127.
@@ -177,8 +179,9 @@ struct Grid {
       else
         hi = mid;
     }
-    // Errors in double are exact (w and the level are floats of nearby magnitude), so near-ties
-    // are decided by the true distance and only an exact tie goes to the smaller code.
+    // Errors in double: the difference of two floats is exact there unless their magnitudes are
+    // 2^29 apart (no near-tie then), so near-ties go by the true distance and only an exact tie
+    // goes to the smaller code.
     std::int32_t q = -1;
     double best = 0.0;
     for (std::int32_t c = lo - 2; c <= lo + 1; ++c) {
