@@ -352,14 +352,22 @@ main() {
   "$WRITE_LAYER" problem 32 4096 128 7 "$work/wide" >/dev/null
   "$WRITE_LAYER" problem 16 256 128 8 "$work/k256" >/dev/null
   local jobs=()  # "TYPE METHOD WEIGHTS INPUTS LABEL [settings]"
-  for type in q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k; do
+  # iq4_nl (levels d·kvalues_iq4nl[n], a table): nearest and gptq; the uniform-step methods refuse.
+  for type in q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k iq4_nl; do
     jobs+=("$type nearest $work/wide/W.npy $work/wide/X.npy synthetic-32x4096")
     jobs+=("$type gptq $work/wide/W.npy $work/wide/X.npy synthetic-32x4096")
-    jobs+=("$type adaround $work/k256/W.npy $work/k256/X.npy synthetic-16x256 --iterations 200")
-    jobs+=("$type flexround $work/k256/W.npy $work/k256/X.npy synthetic-16x256 --iterations 200")
+    if [ "$type" != iq4_nl ]; then
+      jobs+=("$type adaround $work/k256/W.npy $work/k256/X.npy synthetic-16x256 --iterations 200")
+      jobs+=("$type flexround $work/k256/W.npy $work/k256/X.npy synthetic-16x256 --iterations 200")
+    fi
     if [ -d "$DATA/layers" ] && [ "${type%_k}" = "$type" ]; then  # 64 inputs: 32-blocks only
       jobs+=("$type gptq $DATA/layers/layers.0.wq.W.npy $DATA/layers/layers.0.attn_in.X.npy layers.0.wq")
-      jobs+=("$type adaround $DATA/layers/layers.0.wq.W.npy $DATA/layers/layers.0.attn_in.X.npy layers.0.wq --iterations 300")
+      if [ "$type" = iq4_nl ]; then
+        jobs+=("$type nearest $DATA/layers/layers.0.wq.W.npy $DATA/layers/layers.0.attn_in.X.npy layers.0.wq")
+        jobs+=("$type gptq $DATA/layers/layers.1.w1.W.npy $DATA/layers/layers.1.ffn_in.X.npy layers.1.w1")
+      else
+        jobs+=("$type adaround $DATA/layers/layers.0.wq.W.npy $DATA/layers/layers.0.attn_in.X.npy layers.0.wq --iterations 300")
+      fi
     fi
   done
   local job n=0 t m wts inp label extra
@@ -372,6 +380,46 @@ main() {
       check_layer_dir "$work/q$n" "$t $m $label"
     else
       fail "$t $m $label: qround quantize failed: $(tail -n 2 "$work/qerr$n")"
+    fi
+  done
+  # iq4_nl's scale search against llama.cpp's own quantizer (ggml_quantize_chunk → quantize_iq4_nl,
+  # imatrix = diag(XᵀX)): Σ imp (w − ŵ)² of RTN on qround's grid must not exceed llama.cpp's.
+  local bsrc=("$work/wide/W.npy $work/wide/X.npy synthetic-32x4096") b bw bx blabel shape rows cols
+  if [ -d "$DATA/layers" ]; then
+    bsrc+=("$DATA/layers/layers.0.wq.W.npy $DATA/layers/layers.0.attn_in.X.npy layers.0.wq")
+    bsrc+=("$DATA/layers/layers.1.w1.W.npy $DATA/layers/layers.1.ffn_in.X.npy layers.1.w1")
+  fi
+  for b in "${bsrc[@]}"; do
+    read -r bw bx blabel <<<"$b"
+    shape=$(head -c 256 "$bw" | tr -d '\0' | grep -o "'shape': ([0-9]*, [0-9]*)" | tr -dc '0-9 ')
+    read -r rows cols <<<"$shape"
+    n=$((n + 1))
+    if "$ENGINE_CHECK" colsq "$cols" "$bx" "$work/imp$n.f32" 2>"$work/berr" &&
+       "$ENGINE_CHECK" quantize iq4_nl "$bw" "$rows" "$cols" "$work/imp$n.f32" \
+         "$work/llama$n.f32" >/dev/null 2>>"$work/berr" &&
+       "$qround" quantize --weights "$bw" --inputs "$bx" --format iq4_nl --method nearest --quiet \
+         --out "$work/q$n" >/dev/null 2>>"$work/berr" &&
+       result=$("$ENGINE_CHECK" werror "$cols" "$work/imp$n.f32" "$bw" "$work/llama$n.f32" \
+                  "$work/q$n/dequant.npy" 2>>"$work/berr"); then
+      read -r theirs ours ratio <<<"$result"
+      if awk -v r="$ratio" 'BEGIN { exit !(r <= 1.0) }'; then
+        pass "iq4_nl scale search $blabel: Σ imp·(w − ŵ)² qround $ours ≤ llama.cpp $theirs (ratio $ratio)"
+      else
+        fail "iq4_nl scale search $blabel: qround $ours > llama.cpp $theirs (ratio $ratio)"
+      fi
+    else
+      fail "iq4_nl scale search $blabel: $(tail -n 2 "$work/berr")"
+    fi
+  done
+  # The methods that move codes in uniform steps refuse iq4_nl, naming it (exit 1, no file).
+  for m in adaround flexround nupes; do
+    if "$qround" quantize --weights "$work/k256/W.npy" --inputs "$work/k256/X.npy" \
+         --format iq4_nl --method "$m" --quiet --out "$work/refuse-$m" >/dev/null 2>"$work/rerr"; then
+      fail "iq4_nl $m: qround quantize should refuse the table format but succeeded"
+    elif grep -q "iq4_nl" "$work/rerr" && [ ! -e "$work/refuse-$m/layer.gguf" ]; then
+      pass "iq4_nl $m: refused ($(head -c 90 "$work/rerr")...)"
+    else
+      fail "iq4_nl $m: refusal does not name iq4_nl: $(tail -n 2 "$work/rerr")"
     fi
   done
   # qround's own check agrees (and reads the GGUF back through qround's reader).

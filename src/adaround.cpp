@@ -383,6 +383,12 @@ void check_inputs(const LayerProblem& problem, const Grid& grid, const AdaRoundO
   grid.validate(problem.rows(), problem.cols());
   if (!grid.is_uniform())
     throw InvalidArgument("AdaRound rounds on uniform grids: this grid has a NUPES exponent");
+  if (grid.has_level_table())
+    throw InvalidArgument(fmt::format(
+        "adaround cannot round onto format {}: it moves each weight between two neighbouring "
+        "levels one uniform step s apart (soft weight s·(⌊w/s⌋ + h(α) − z)), but {} levels are "
+        "d·T[q] with a non-uniform table T; use nearest or gptq",
+        to_string(*grid.format), to_string(*grid.format)));
 }
 
 // Runs the block loop body for every row block in parallel.

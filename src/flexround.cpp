@@ -165,6 +165,12 @@ void check_inputs(const LayerProblem& problem, const Grid& grid) {
   grid.validate(problem.rows(), problem.cols());
   if (!grid.is_uniform())
     throw InvalidArgument("flexround needs a uniform grid (this one has NUPES exponents)");
+  if (grid.has_level_table())
+    throw InvalidArgument(fmt::format(
+        "flexround cannot round onto format {}: it learns Ŵ = s1·⌊W ⊘ (s1·S2·s3)⌉ on a uniform "
+        "integer lattice, but {} levels are d·T[q] with a non-uniform table T; use nearest or "
+        "gptq",
+        to_string(*grid.format), to_string(*grid.format)));
 }
 
 }  // namespace

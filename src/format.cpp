@@ -27,6 +27,8 @@ constexpr GgmlTypeTraits kTraits[] = {
     {GgmlType::kQ4_K, "q4_k", 256, 144, 32, 4, 0, 15, true, true, 6},
     {GgmlType::kQ5_K, "q5_k", 256, 176, 32, 5, 0, 31, true, true, 6},
     {GgmlType::kQ6_K, "q6_k", 256, 210, 16, 6, -32, 31, false, true, 8},
+    // Table format (format.hpp): code n ∈ [0, 15] indexes kvalues_iq4nl.
+    {GgmlType::kIQ4_NL, "iq4_nl", 32, 18, 32, 4, 0, 15, false, false, 0, kIq4NlValues},
 };
 
 std::string known_names() {

@@ -1,7 +1,8 @@
 // ggml block codecs. Every layout fact below is from ggml/src/ggml-common.h (the block_* structs,
-// field order) and ggml/src/ggml-quants.c (dequantize_row_*, get_scale_min_k4: which bits of which
-// byte hold input e); the code is qround's own. Each block goes through one neutral form, Block,
-// so encode, decode and dequantize share a single pack / unpack per type.
+// field order; block_iq4_nl and kvalues_iq4nl, see format.hpp) and ggml/src/ggml-quants.c
+// (dequantize_row_*, get_scale_min_k4: which bits of which byte hold input e); the code is qround's
+// own. Each block goes through one neutral form, Block, so encode, decode and dequantize share a
+// single pack / unpack per type.
 #include "qround/ggml_codec.hpp"
 
 #include <fmt/format.h>
@@ -150,6 +151,10 @@ void pack(GgmlType type, const Block& x, std::uint8_t* p) {
       pack_qh32(x.n, p + 4);
       pack_nibbles32(x.n, p + 8);
       return;
+    case GgmlType::kIQ4_NL:  // block_iq4_nl: d, qs[16]; n = the kvalues_iq4nl index itself
+      put_half(p, x.d);
+      pack_nibbles32(x.n, p + 2);
+      return;
     case GgmlType::kQ8_0:  // d, int8 qs[32]
       put_half(p, x.d);
       for (int e = 0; e < 32; ++e) p[2 + e] = static_cast<std::uint8_t>(x.n[e] & 0xff);
@@ -239,6 +244,10 @@ void unpack(GgmlType type, const std::uint8_t* p, Block& x) {
       unpack_nibbles32(p + 8, x.n);
       unpack_qh32(p + 4, x.n);
       return;
+    case GgmlType::kIQ4_NL:
+      x.d = get_half(p);
+      unpack_nibbles32(p + 2, x.n);
+      return;
     case GgmlType::kQ8_0:
       x.d = get_half(p);
       for (int e = 0; e < 32; ++e) x.n[e] = static_cast<std::int8_t>(p[2 + e]);
@@ -326,7 +335,8 @@ Grid empty_format_grid(GgmlType type, Index rows, Index cols) {
   Grid g;
   g.format = type;
   g.bits = t.bits;
-  g.symmetric = !t.has_offset;
+  g.symmetric = t.signed_codes();
+  g.level_table = t.levels;
   g.restricted = false;
   g.granularity = Granularity::kPerGroup;
   g.group_size = t.sub_block;
@@ -386,7 +396,7 @@ QuantizedLayer decode_ggml_codes(GgmlType type, const std::uint8_t* data, std::s
   layer.report.method = "ggml";
   layer.report.bits = t.bits;
   layer.report.group_size = t.sub_block;
-  layer.report.symmetric = !t.has_offset;
+  layer.report.symmetric = t.signed_codes();
   FormatParams& p = layer.grid.stored;
   const Index blocks = cols / t.block, per = t.block / t.sub_block;
   Block x;
@@ -471,8 +481,10 @@ MatrixF dequantize_ggml(GgmlType type, const std::uint8_t* data, std::size_t byt
     unpack(type, data + b * t.block_bytes, x);
     const float d = fp16_to_fp32(x.d), dmin = fp16_to_fp32(x.dmin);
     if (!t.super_block) {
-      // q4_0 / q5_0 / q8_0: n·d; q4_1 / q5_1: n·d + m.
-      if (t.has_offset)
+      // q4_0 / q5_0 / q8_0: n·d; q4_1 / q5_1: n·d + m; iq4_nl: d·kvalues_iq4nl[n].
+      if (t.levels)
+        for (int e = 0; e < t.block; ++e) y[e] = d * static_cast<float>(t.levels[x.n[e]]);
+      else if (t.has_offset)
         for (int e = 0; e < t.block; ++e) y[e] = static_cast<float>(x.n[e]) * d + dmin;
       else
         for (int e = 0; e < t.block; ++e) y[e] = static_cast<float>(x.n[e]) * d;

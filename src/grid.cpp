@@ -51,7 +51,7 @@ GridSpec GridSpec::for_format(GgmlType type, ScaleSearch search) {
   GridSpec spec;
   spec.format = type;
   spec.bits = t.bits;
-  spec.symmetric = !t.has_offset;
+  spec.symmetric = t.signed_codes();
   spec.restricted = false;
   spec.granularity = Granularity::kPerGroup;
   spec.group_size = t.sub_block;
@@ -64,11 +64,11 @@ void GridSpec::validate() const {
     const GgmlTypeTraits& t = ggml_traits(*format);
     if (!t.quantized())
       throw InvalidArgument(fmt::format("format {} is a float type: it has no grid", t.name));
-    if (bits != t.bits || symmetric == t.has_offset || restricted ||
+    if (bits != t.bits || symmetric != t.signed_codes() || restricted ||
         granularity != Granularity::kPerGroup || group_size != t.sub_block)
       throw InvalidArgument(fmt::format(
           "format {} stores {}-bit {} codes in groups of {}: got {} bits, {}{}, {} {}", t.name,
-          t.bits, t.has_offset ? "asymmetric" : "symmetric", t.sub_block, bits,
+          t.bits, t.signed_codes() ? "symmetric" : "asymmetric", t.sub_block, bits,
           symmetric ? "symmetric" : "asymmetric", restricted ? " restricted" : "",
           to_string(granularity), granularity == Granularity::kPerGroup ? group_size : 0));
     if (search == ScaleSearch::kMse)
@@ -135,6 +135,8 @@ void Grid::validate(Index expect_rows, Index expect_cols) const {
   }
   if (offsets.size() != 0)
     throw InvalidArgument("grid has offsets but no storage format");
+  if (level_table != nullptr)
+    throw InvalidArgument("grid has a level table but no storage format (only iq4_nl has one)");
   for (Index r = 0; r < rows; ++r)
     for (Index g = 0; g < expect_groups; ++g) {
       const float s = scales(r, g);
@@ -161,7 +163,7 @@ void Grid::validate_format(Index groups) const {
   const GgmlTypeTraits& t = ggml_traits(*format);
   if (!t.quantized())
     throw InvalidArgument(fmt::format("grid format {} is a float type", t.name));
-  if (bits != t.bits || symmetric == t.has_offset || restricted || group_size != t.sub_block ||
+  if (bits != t.bits || symmetric != t.signed_codes() || restricted || group_size != t.sub_block ||
       granularity != Granularity::kPerGroup)
     throw InvalidArgument(fmt::format("grid does not match format {} ({} bits, groups of {})",
                                       t.name, t.bits, t.sub_block));
@@ -172,12 +174,18 @@ void Grid::validate_format(Index groups) const {
     throw InvalidArgument(fmt::format("format {} cannot store a power exponent", t.name));
   if (zeros.rows() != rows || zeros.cols() != groups || (zeros.array() != 0).any())
     throw InvalidArgument(fmt::format("format {} grids keep integer zero points at 0", t.name));
+  if (level_table != t.levels)
+    throw InvalidArgument(
+        fmt::format("grid level table does not match format {}: {}", t.name,
+                    t.levels ? "expected its table of levels (call derive_format_levels)"
+                             : "the format has uniform levels, not a table"));
   Grid derived = *this;
   derive_format_levels(derived);  // validates the stored parameters' shapes and ranges
   for (Index r = 0; r < rows; ++r)
     for (Index g = 0; g < groups; ++g) {
       const float s = scales(r, g);
-      if (!std::isfinite(s) || s == 0.0f)
+      // A table format stores d = 0 for an all-zero block as ggml does (every level is 0).
+      if (!std::isfinite(s) || (s == 0.0f && !t.levels))
         throw InvalidArgument(fmt::format("grid scale ({}, {}) = {} must be finite and nonzero",
                                           r, g, s));
       if (float_bits(s) != float_bits(derived.scales(r, g)) ||
@@ -227,6 +235,7 @@ void derive_format_levels(Grid& grid) {
   grid.scales.resize(rows, groups);
   if (t.has_offset) grid.offsets.resize(rows, groups);
   else grid.offsets.resize(0, 0);
+  grid.level_table = t.levels;  // iq4_nl: s = d, level = d·T[n]
   if (!t.super_block) {
     // 32-blocks: s = d, b = m (ggml: x·d + m).
     grid.scales = p.d;

@@ -74,6 +74,12 @@ PackedMatrix::PackedMatrix(const MatrixI8Ref& codes, const Grid& grid, const Pac
         "format {} levels carry a real offset (s·q + b) that the int8/int4 containers cannot hold "
         "(they store integer zero points): export it with encode_ggml / GGUF instead",
         to_string(*grid.format)));
+  if (grid.has_level_table())
+    throw InvalidArgument(fmt::format(
+        "format {} levels are d·T[q] with a non-uniform table T that the int8/int4 containers "
+        "cannot hold (they store uniform levels s·(q − z)): export it with encode_ggml / GGUF "
+        "instead",
+        to_string(*grid.format)));
   container_ = options.container != Container::kAuto
                    ? options.container
                    : (grid.bits <= 4 ? Container::kInt4 : Container::kInt8);

@@ -2,15 +2,15 @@
 // parameters consistent, codes in range) and are never worse than round-to-nearest on it.
 #include <gtest/gtest.h>
 
-#include "qround/ggml_codec.hpp"
-
 #include <algorithm>
 #include <cmath>
 
 #include "learned_rounding_data.hpp"
 #include "qround/adaround.hpp"
 #include "qround/flexround.hpp"
+#include "qround/ggml_codec.hpp"
 #include "qround/gptq.hpp"
+#include "qround/grid.hpp"
 #include "qround/nearest.hpp"
 #include "qround/nupes.hpp"
 #include "qround/round_layer.hpp"
@@ -41,7 +41,9 @@ Grid naive_format_grid(const MatrixF& w, GgmlType type) {
         hi = std::max<double>(hi, w(r, c));
         if (std::fabs(w(r, c)) > amax) amax = std::fabs(w(r, c)), signed_max = w(r, c);
       }
-      if (t.has_offset) {
+      if (t.levels) {
+        s[size_t(j)] = signed_max / -127.0;  // iq4_nl: the largest magnitude on T[0] = −127
+      } else if (t.has_offset) {
         s[size_t(j)] = (hi - lo) / t.qmax;
         mn[size_t(j)] = -lo;
       } else {
@@ -105,6 +107,41 @@ TEST_P(FormatMethods, EveryMethodStaysOnTheGridAndBeatsRtn) {
   const double rtn_loss = p.loss(rtn.dequantized());
   EXPECT_NEAR(rtn.report.loss, rtn_loss, 1e-9 * rtn_loss);
 
+  // GPTQ with static groups rounds on the frozen grid make_grid(spec) fits up front (its code()
+  // and level() per column): never worse than RTN there (the row guard), and without the guard
+  // the plain algorithm must already beat RTN in total on this problem.
+  const GridSpec spec = GridSpec::for_format(type, ScaleSearch::kHessian);
+  const Grid frozen = make_grid(p, spec);
+  const double rtn_frozen = p.loss(round_to_nearest(p, frozen).dequantized());
+  GptqOptions go;
+  go.static_groups = true;
+  const QuantizedLayer gq = gptq(p, spec, go);
+  expect_on_format_grid(gq, frozen, "gptq");
+  EXPECT_TRUE(gq.grid.scales == frozen.scales);
+  EXPECT_LE(p.loss(gq.dequantized()), rtn_frozen * (1 + 1e-9));
+  go.rtn_guard = false;
+  const QuantizedLayer gq_raw = gptq(p, spec, go);
+  expect_on_format_grid(gq_raw, frozen, "gptq without the guard");
+  EXPECT_LT(p.loss(gq_raw.dequantized()), rtn_frozen);
+
+  if (ggml_traits(type).levels) {
+    // Table formats: AdaRound and FlexRound move codes in uniform steps; refused, naming why.
+    for (int m = 0; m < 2; ++m) {
+      try {
+        if (m == 0)
+          adaround(p, grid, AdaRoundOptions{});
+        else
+          flexround(p, grid, FlexRoundOptions{});
+        FAIL() << "expected InvalidArgument";
+      } catch (const InvalidArgument& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find(to_string(type)), std::string::npos) << msg;
+        EXPECT_NE(msg.find("non-uniform table"), std::string::npos) << msg;
+      }
+    }
+    return;
+  }
+
   AdaRoundOptions ada;
   ada.iterations = 400;
   const QuantizedLayer a = adaround(p, grid, ada);
@@ -130,6 +167,10 @@ TEST_P(FormatMethods, AdaRoundTrainsInCodeUnitsOfTheOffsetGrid) {
   AdaRoundOptions o;
   o.iterations = 1;
   o.lr = 1e-12;
+  if (ggml_traits(type).levels) {  // table formats: no code units (see above)
+    EXPECT_THROW(adaround_detailed(p, grid, o), InvalidArgument);
+    return;
+  }
   const AdaRoundResult r = adaround_detailed(p, grid, o);
   // Without learning the final code is ⌊t⌋ + [h ≥ 1/2]: nearest up to float rounding of t.
   const MatrixI8 nearest = quantize(p.weights(), grid);
@@ -151,6 +192,18 @@ TEST(FormatMethods, NupesIsRefusedWithTheReason) {
     EXPECT_NE(std::string(e.what()).find("power"), std::string::npos) << e.what();
   }
   EXPECT_THROW(nupes(p, naive_format_grid(p.weights(), GgmlType::kQ4_0)), InvalidArgument);
+  try {
+    nupes(p, GridSpec::for_format(GgmlType::kIQ4_NL));
+    FAIL() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("iq4_nl"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(nupes(p, naive_format_grid(p.weights(), GgmlType::kIQ4_NL)), InvalidArgument);
+  // round_layer (the CLI's entry) refuses the same way before any work.
+  RoundLayerOptions ro;
+  ro.method = Method::kNupes;
+  ro.grid = GridSpec::for_format(GgmlType::kIQ4_NL);
+  EXPECT_THROW(round_layer(p, ro), InvalidArgument);
 }
 
 TEST(FormatMethods, ProjectionKeepsTheLattice) {

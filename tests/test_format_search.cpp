@@ -9,6 +9,7 @@
 #endif
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -88,7 +89,9 @@ Grid naive_grid(const MatrixF& w, GgmlType type) {
           hi = std::max<double>(hi, w(r, c));
           if (std::fabs(w(r, c)) > std::fabs(vmax)) vmax = w(r, c);
         }
-        if (t.has_offset) {
+        if (t.levels) {
+          s[j] = vmax / -127.0;  // iq4_nl: the largest magnitude on kvalues_iq4nl[0] = −127
+        } else if (t.has_offset) {
           if (t.super_block) lo = std::min(lo, 0.0);
           s[j] = (hi - lo) / t.qmax;
           mb[j] = -lo;
@@ -137,7 +140,14 @@ void expect_valid(const Grid& g, const MatrixF& w, GgmlType type) {
   EXPECT_GE(q.cast<int>().minCoeff(), t.qmin) << t.name;
   EXPECT_LE(q.cast<int>().maxCoeff(), t.qmax) << t.name;
   for (Index r = 0; r < g.rows; ++r)
-    for (Index j = 0; j < g.groups(); ++j) ASSERT_NE(g.scales(r, j), 0.0f) << t.name;
+    for (Index j = 0; j < g.groups(); ++j) {
+      // iq4_nl has no zero level: an all-zero block stores d = 0 (as ggml does), nothing else.
+      const bool zero_block = (w.row(r).segment(j * t.sub_block, t.sub_block).array() == 0).all();
+      if (t.levels && zero_block)
+        ASSERT_EQ(g.scales(r, j), 0.0f) << t.name;
+      else
+        ASSERT_NE(g.scales(r, j), 0.0f) << t.name;
+    }
 }
 
 // Searched with and without importance, ours beats the naive fit on its own metric.
@@ -211,7 +221,8 @@ TEST(FormatSearch, IdenticalOnOneAndTwoThreads) {
   const MatrixF w = outlier_weights(96, 1024, 5);
   const VectorD imp = positive_importance(1024, 6);
   const int saved = omp_get_max_threads();
-  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ5_1, GgmlType::kQ3_K, GgmlType::kQ4_K}) {
+  for (GgmlType type :
+       {GgmlType::kQ4_0, GgmlType::kQ5_1, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kIQ4_NL}) {
     omp_set_num_threads(1);
     const Grid one = make_grid(w, GridSpec::for_format(type, ScaleSearch::kHessian), imp);
     omp_set_num_threads(2);
@@ -322,6 +333,141 @@ TEST(FormatSearch, RefusesMissingImportanceAndTheMseSearch) {
                InvalidArgument);
   EXPECT_THROW(make_format_grid(w, GridSpec::for_format(GgmlType::kQ6_K), nullptr),
                InvalidArgument);
+}
+
+// ---- iq4_nl against llama.cpp's own search ------------------------------------------------------
+
+// kvalues_iq4nl (ggml-common.h), written here independently.
+const float kIq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// ggml-quants.c's best_index_int8: the nearest table entry of x (upper one on a tie).
+int best_index(float x) {
+  if (x <= kIq4[0]) return 0;
+  if (x >= kIq4[15]) return 15;
+  int ml = 0, mu = 15;
+  while (mu - ml > 1) {
+    const int mav = (ml + mu) / 2;
+    if (x < kIq4[mav])
+      mu = mav;
+    else
+      ml = mav;
+  }
+  return x - kIq4[mu - 1] < kIq4[mu] - x ? mu - 1 : mu;
+}
+
+// A plain reimplementation of llama.cpp's iq4_nl quantizer (quantize_row_iq4_nl_impl with
+// super_block_size = block_size = 32 and ntry = 7, as quantize_iq4_nl calls it), one block:
+// weights qw·sqrt(σ² + x²) (σ² = 2·Σx²/32) with an importance qw, x² without; returns the stored
+// fp16 d and writes the codes L it stores.
+float llama_iq4nl_block(const float* x, const double* qw, int* L) {
+  float sigma2 = 0;
+  for (int j = 0; j < 32; ++j) sigma2 += x[j] * x[j];
+  sigma2 *= 2.f / 32;
+  float weight[32];
+  for (int j = 0; j < 32; ++j)
+    weight[j] = qw ? static_cast<float>(qw[j]) * std::sqrt(sigma2 + x[j] * x[j]) : x[j] * x[j];
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j)
+    if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+  if (amax < 1e-15f) {  // GROUP_MAX_EPS: d = 0, codes 0
+    for (int j = 0; j < 32; ++j) L[j] = 0;
+    return 0.0f;
+  }
+  float d = -max / kIq4[0];
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float q = kIq4[best_index(id * x[j])];
+    sumqx += weight[j] * q * x[j];
+    sumq2 += weight[j] * q * q;
+  }
+  d = sumqx / sumq2;
+  float best = d * sumqx;
+  for (int itry = -7; itry <= 7; ++itry) {
+    id = (itry + kIq4[0]) / max;
+    sumqx = sumq2 = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float q = kIq4[best_index(id * x[j])];
+      sumqx += weight[j] * q * x[j];
+      sumq2 += weight[j] * q * q;
+    }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) d = sumqx / sumq2, best = d * sumqx;
+  }
+  const float stored = round_to_fp16(d);  // GGML_FP32_TO_FP16(scales[0])
+  id = d ? 1 / d : 0;                     // the codes use the unrounded d
+  for (int j = 0; j < 32; ++j) L[j] = best_index(id * x[j]);
+  return stored;
+}
+
+// Σ_j imp_j (w − ŵ)² of llama.cpp's bytes (ŵ = fp16 d · kvalues[L], in double).
+double llama_iq4nl_error(const MatrixF& w, const VectorD* imp, bool give_importance) {
+  double e = 0.0;
+  int L[32];
+  for (Index r = 0; r < w.rows(); ++r)
+    for (Index b = 0; b < w.cols() / 32; ++b) {
+      const MatrixF blk = w.block(r, b * 32, 1, 32);
+      const float d =
+          llama_iq4nl_block(blk.data(), give_importance ? imp->data() + b * 32 : nullptr, L);
+      for (int j = 0; j < 32; ++j) {
+        const double diff = double(blk(0, j)) - double(d) * kIq4[L[j]];
+        e += (imp ? (*imp)[b * 32 + j] : 1.0) * diff * diff;
+      }
+    }
+  return e;
+}
+
+// Ours with diag(H) ≤ llama.cpp given the same importance, both on Σ imp (w − ŵ)²; ours without
+// importance ≤ llama.cpp without on Σ (w − ŵ)². Returns ours / llama's (weighted).
+double check_against_llama(const MatrixF& w, const VectorD& imp, const std::string& what) {
+  const Grid hess =
+      make_grid(w, GridSpec::for_format(GgmlType::kIQ4_NL, ScaleSearch::kHessian), imp);
+  const Grid plain = make_grid(w, GridSpec::for_format(GgmlType::kIQ4_NL, ScaleSearch::kMinMax));
+  expect_valid(hess, w, GgmlType::kIQ4_NL);
+  expect_valid(plain, w, GgmlType::kIQ4_NL);
+  const double ours = weighted_error(w, hess, &imp);
+  const double theirs = llama_iq4nl_error(w, &imp, true);
+  EXPECT_LE(ours, theirs) << what;
+  EXPECT_LE(weighted_error(w, plain, nullptr), llama_iq4nl_error(w, nullptr, false)) << what;
+  return ours / theirs;
+}
+
+TEST(FormatSearch, Iq4NlAtLeastAsGoodAsLlamaCppOnSyntheticWeights) {
+  for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+    const MatrixF w = outlier_weights(48, 1024, 40 + seed);
+    const VectorD imp = positive_importance(1024, 50 + seed);
+    const double ratio = check_against_llama(w, imp, "seed " + std::to_string(seed));
+    EXPECT_LT(ratio, 1.0);  // the wider scan finds strictly better blocks somewhere
+    std::printf("iq4_nl synthetic seed %d: ours / llama.cpp = %.4f\n", int(seed), ratio);
+  }
+}
+
+TEST(FormatSearch, Iq4NlAtLeastAsGoodAsLlamaCppOnRealLayers) {
+  const auto dir = testing::layers_dir();
+  if (!std::filesystem::exists(dir / "layers.0.wq.W.npy"))
+    GTEST_SKIP() << "real layers not found under " << dir << " (set QROUND_DATA_DIR)";
+  const std::pair<const char*, const char*> layers[] = {
+      {"wq", "attn_in"}, {"wk", "attn_in"},    {"wv", "attn_in"}, {"wo", "attn_out"},
+      {"w1", "ffn_in"},  {"w2", "ffn_hidden"}, {"w3", "ffn_in"}};
+  int checked = 0;
+  double worst = 0.0, sum = 0.0;
+  for (int l = 0; l < 2; ++l)
+    for (const auto& [name, site] : layers) {
+      const std::string prefix = (dir / ("layers." + std::to_string(l) + ".")).string();
+      if (!std::filesystem::exists(prefix + name + ".W.npy") ||
+          !std::filesystem::exists(prefix + site + ".X.npy"))
+        continue;
+      const MatrixF w = io::load_npy_f32(prefix + name + ".W.npy");
+      const MatrixF x = io::load_npy_f32(prefix + site + ".X.npy");
+      if (w.cols() % 32 != 0 || x.cols() != w.cols()) continue;
+      const VectorD imp = x.cast<double>().colwise().squaredNorm().transpose();
+      const double ratio = check_against_llama(w, imp, prefix + name);
+      worst = std::max(worst, ratio);
+      sum += ratio;
+      ++checked;
+    }
+  EXPECT_GE(checked, 10);
+  std::printf("iq4_nl real layers: %d checked, ours / llama.cpp mean %.4f, worst %.4f\n", checked,
+              sum / std::max(checked, 1), worst);
 }
 
 }  // namespace

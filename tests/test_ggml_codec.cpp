@@ -11,6 +11,9 @@
 #include "qround/detail/rng.hpp"
 #include "qround/error.hpp"
 #include "qround/ggml_codec.hpp"
+#include "qround/io/gguf.hpp"
+#include "qround/nearest.hpp"
+#include "qround/scale_search.hpp"
 
 namespace qround {
 namespace {
@@ -76,6 +79,16 @@ std::vector<double> ref_block(GgmlType type, const std::uint8_t* x) {
         const int x1 = (qs[j] >> 4) | (((h >> (j + 16)) & 1) << 4);
         y[j] = one ? x0 * d + m : (x0 - 16) * d;
         y[j + 16] = one ? x1 * d + m : (x1 - 16) * d;
+      }
+      break;
+    }
+    case GgmlType::kIQ4_NL: {  // {d; qs[16]}: d · kvalues_iq4nl[nibble] (ggml-common.h)
+      static const int kValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                      1,    13,   25,  38,  53,  69,  89,  113};
+      const double d = half(x);
+      for (int j = 0; j < 16; ++j) {
+        y[j] = d * kValues[x[2 + j] & 15];
+        y[j + 16] = d * kValues[x[2 + j] >> 4];
       }
       break;
     }
@@ -272,6 +285,30 @@ TEST(GgmlCodec, GoldenQ5_1) {
   const auto u = q5_golden_values();
   for (int e = 0; e < 32; ++e) g.codes(0, e) = static_cast<std::int8_t>(u[e]);
   check_golden(g, hex(std::string("00 14 66 AE ") + kQ5Tail));
+}
+
+TEST(GgmlCodec, GoldenIQ4_NL) {
+  Golden g = golden_block(GgmlType::kIQ4_NL);
+  g.grid.stored.d(0, 0) = -0.75f;  // fp16 0xBA00: ggml's quantizer may store a negative d
+  for (int e = 0; e < 16; ++e) g.codes(0, e) = static_cast<std::int8_t>(e);  // the table index
+  for (int j = 0; j < 16; ++j) g.codes(0, 16 + j) = static_cast<std::int8_t>((j + 9) % 16);
+  // qs[j] = input j in the low nibble, input j + 16 in the high one (dequantize_row_iq4_nl).
+  check_golden(g, hex("00 BA 90 A1 B2 C3 D4 E5 F6 07 18 29 3A 4B 5C 6D 7E 8F"));
+  // The levels themselves: d · kvalues_iq4nl[n], written out.
+  const MatrixF y = dequantize_ggml(
+      GgmlType::kIQ4_NL, hex("00 BA 90 A1 B2 C3 D4 E5 F6 07 18 29 3A 4B 5C 6D 7E 8F"), 1, 32);
+  EXPECT_EQ(y(0, 0), -0.75f * -127);
+  EXPECT_EQ(y(0, 8), -0.75f * 1);
+  EXPECT_EQ(y(0, 15), -0.75f * 113);
+  EXPECT_EQ(y(0, 16), -0.75f * 13);    // code 9
+  EXPECT_EQ(y(0, 22), -0.75f * 113);   // code 15
+  EXPECT_EQ(y(0, 23), -0.75f * -127);  // code 0
+  // A block of d = 0 (what ggml stores for an all-zero block) decodes to zeros and is a valid
+  // grid: iq4_nl has no zero level, so d = 0 is the only way to store exact zeros.
+  const QuantizedLayer z = decode_ggml_codes(GgmlType::kIQ4_NL, Bytes(18, 0), 1, 32);
+  EXPECT_NO_THROW(z.grid.validate(1, 32));
+  EXPECT_EQ(z.grid.code(0, 5, 0.3f), 0);
+  EXPECT_EQ(dequantize_ggml(GgmlType::kIQ4_NL, Bytes(18, 0), 1, 32).cwiseAbs().maxCoeff(), 0.0f);
 }
 
 TEST(GgmlCodec, GoldenQ8_0) {
@@ -564,6 +601,36 @@ TEST(GgmlCodec, ArbitraryBytesDequantizeAsTheReferenceAndTheDecodedGrid) {
       if (HasFailure()) return;
     }
   }
+}
+
+// iq4_nl through a whole GGUF file: searched grid and nearest codes → blocks → file bytes → parsed
+// → decoded: the same codes, stored d and levels (Grid::level of the original == dequantize_ggml).
+TEST(GgmlCodec, Iq4NlThroughAGgufFileKeepsCodesAndLevels) {
+  detail::Rng rng(21);
+  const Index rows = 6, cols = 128;
+  MatrixF w(rows, cols);
+  for (Index r = 0; r < rows; ++r)
+    for (Index c = 0; c < cols; ++c) w(r, c) = static_cast<float>(0.05 * rng.normal());
+  w.block(2, 32, 1, 32).setZero();  // an all-zero block: d = 0
+  const Grid g = make_grid(w, GridSpec::for_format(GgmlType::kIQ4_NL, ScaleSearch::kMinMax));
+  const MatrixI8 codes = quantize(w, g);
+  EXPECT_EQ(g.stored.d(2, 1), 0.0f);
+  const Bytes blocks = encode_ggml(codes, g);
+  io::GgufFile f;
+  io::set_standard_metadata(f, "test");
+  f.add_tensor("blk.0.w", GgmlType::kIQ4_NL, {cols, rows}, blocks.data(), blocks.size());
+  const io::GgufFile back = io::parse_gguf(io::serialize_gguf(f), "iq4_nl file");
+  const io::GgufTensor& t = back.tensor("blk.0.w");
+  ASSERT_EQ(t.type, GgmlType::kIQ4_NL);
+  ASSERT_EQ(t.bytes(), static_cast<std::size_t>(rows * (cols / 32) * 18));
+  const QuantizedLayer dec = decode_ggml_codes(t.type, t.data(), t.bytes(), t.rows(), t.cols());
+  EXPECT_TRUE(dec.codes == codes);
+  EXPECT_TRUE(dec.grid.stored.d == g.stored.d);
+  EXPECT_NO_THROW(dec.grid.validate(rows, cols));
+  const MatrixF engine = dequantize_ggml(t.type, t.data(), t.bytes(), t.rows(), t.cols());
+  expect_bits_equal(engine, levels(codes, g), "file levels vs Grid::level");
+  expect_bits_equal(engine, fake_quant(w, g), "file levels vs fake_quant");
+  expect_bits_equal(engine, ref_dequantize(GgmlType::kIQ4_NL, blocks, rows, cols), "vs reference");
 }
 
 // ---- bad input ---------------------------------------------------------------------------------

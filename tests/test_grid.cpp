@@ -6,7 +6,9 @@
 #include <limits>
 #include <vector>
 
+#include "qround/ggml_codec.hpp"
 #include "qround/grid.hpp"
+#include "qround/packed.hpp"
 #include "qround/scale_search.hpp"
 #include "test_helpers.hpp"
 
@@ -259,6 +261,114 @@ TEST(Grid, QuantizeRejectsMismatchedGridsCodesAndNonFiniteWeights) {
   EXPECT_THROW(quantize(bad, grid), InvalidArgument);
   bad(3, 3) = std::numeric_limits<float>::infinity();
   EXPECT_THROW(fake_quant(bad, grid), InvalidArgument);
+}
+
+// ---- table formats (iq4_nl) --------------------------------------------------------------------
+
+// kvalues_iq4nl as ggml-common.h lists it, written here independently of format.hpp.
+const int kIq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// A 1 × 64 iq4_nl grid with the two block scales d0, d1 (fp16 values).
+Grid iq4_grid(float d0, float d1) {
+  Grid g = empty_format_grid(GgmlType::kIQ4_NL, 1, 64);
+  g.stored.d(0, 0) = d0;
+  g.stored.d(0, 1) = d1;
+  derive_format_levels(g);
+  return g;
+}
+
+TEST(Grid, TableFormatLevelsAreDTimesTheTable) {
+  const Grid g = iq4_grid(0.125f, -3.5f);
+  ASSERT_NO_THROW(g.validate(1, 64));
+  EXPECT_EQ(g.qmin(), 0);
+  EXPECT_EQ(g.qmax(), 15);
+  EXPECT_FALSE(g.symmetric);  // codes are table indices 0..15
+  for (int q = 0; q < 16; ++q) {
+    EXPECT_EQ(g.level(0, 3, q), static_cast<float>(0.125 * kIq4[q])) << q;
+    EXPECT_EQ(g.level(0, 40, q), static_cast<float>(-3.5 * kIq4[q])) << q;
+  }
+  const GridSpec spec = GridSpec::for_format(GgmlType::kIQ4_NL);
+  EXPECT_NO_THROW(spec.validate());
+  EXPECT_EQ(spec.group_size, 32);
+  EXPECT_EQ(spec.qmin(), 0);
+  EXPECT_EQ(spec.qmax(), 15);
+}
+
+TEST(Grid, TableFormatCodeIsTheNearestLevelTiesToTheSmallerCode) {
+  for (const float d : {0.125f, -3.5f, 6.103515625e-05f, -1.0f}) {
+    const Grid g = iq4_grid(d, d);
+    // Brute force over the 16 levels in double, on a dense sweep, every midpoint and its
+    // neighbouring floats, and values beyond both ends.
+    std::vector<double> ws;
+    for (int i = -1500; i <= 1500; ++i) ws.push_back(std::fabs(d) * 0.1 * i);
+    for (int k = 0; k < 15; ++k) {
+      const float mid = static_cast<float>(0.5 * (double(d) * kIq4[k] + double(d) * kIq4[k + 1]));
+      ws.push_back(mid);
+      ws.push_back(std::nextafter(mid, 1e30f));
+      ws.push_back(std::nextafter(mid, -1e30f));
+    }
+    for (const double w : ws) {
+      const float wf = static_cast<float>(w);
+      int best = 0;
+      double be = std::fabs(double(wf) - double(d) * kIq4[0]);
+      for (int k = 1; k < 16; ++k) {
+        const double e = std::fabs(double(wf) - double(d) * kIq4[k]);
+        if (e < be) be = e, best = k;  // strict: a tie keeps the smaller code
+      }
+      ASSERT_EQ(g.code(0, 7, wf), best) << "d " << d << " w " << wf;
+      ASSERT_EQ(g.code(0, 33, wf), best) << "d " << d << " w " << wf;
+    }
+  }
+  // An exact tie: with d = 1 the midpoint of −10 and 1 is −4.5, exactly representable.
+  const Grid one = iq4_grid(1.0f, 1.0f);
+  EXPECT_EQ(one.code(0, 0, -4.5f), 7);  // kvalues[7] = −10, kvalues[8] = 1: the smaller code
+  const Grid neg = iq4_grid(-1.0f, -1.0f);
+  EXPECT_EQ(neg.code(0, 0, 4.5f), 7);  // levels 10 and −1: again the smaller code
+  // d = 0 (ggml's all-zero block): every level is 0, the code is 0.
+  const Grid zero = iq4_grid(0.0f, 0.0f);
+  EXPECT_NO_THROW(zero.validate(1, 64));
+  EXPECT_EQ(zero.code(0, 0, 0.0f), 0);
+  EXPECT_EQ(zero.code(0, 0, 2.0f), 0);
+  EXPECT_EQ(zero.level(0, 0, 0), 0.0f);
+}
+
+TEST(Grid, ValidateChecksTableGrids) {
+  Grid g = iq4_grid(0.5f, 0.25f);
+  ASSERT_NO_THROW(g.validate(1, 64));
+  Grid no_table = g;
+  no_table.level_table = nullptr;  // levels would silently become uniform
+  EXPECT_THROW(no_table.validate(1, 64), InvalidArgument);
+  Grid stale = g;
+  stale.scales(0, 1) = 0.5f;  // not what the stored d gives
+  EXPECT_THROW(stale.validate(1, 64), InvalidArgument);
+  Grid sym = g;
+  sym.symmetric = true;
+  EXPECT_THROW(sym.validate(1, 64), InvalidArgument);
+  Grid not_half = g;
+  not_half.stored.d(0, 0) = 0.1f;  // not an fp16 value
+  EXPECT_THROW(not_half.validate(1, 64), InvalidArgument);
+  Grid plain = g;
+  plain.format.reset();  // a table without a format
+  EXPECT_THROW(plain.validate(1, 64), InvalidArgument);
+  // A q4_0 grid with a table is refused too.
+  Grid q4 = empty_format_grid(GgmlType::kQ4_0, 1, 64);
+  q4.stored.d.setConstant(0.5f);
+  derive_format_levels(q4);
+  q4.level_table = kIq4NlValues;
+  EXPECT_THROW(q4.validate(1, 64), InvalidArgument);
+  GridSpec spec = GridSpec::for_format(GgmlType::kIQ4_NL);
+  spec.symmetric = true;
+  EXPECT_THROW(spec.validate(), InvalidArgument);
+}
+
+TEST(Grid, TableGridsAreNotPackedIntoUniformContainers) {
+  const Grid g = iq4_grid(0.5f, 0.25f);
+  try {
+    PackedMatrix p(MatrixI8::Zero(1, 64), g, PackOptions{});
+    FAIL() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("iq4_nl"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -15,6 +15,19 @@
 //
 // Type ids, block sizes and byte counts: ggml/include/ggml.h (enum ggml_type) and
 // ggml/src/ggml-common.h (block_q4_0 … block_q6_K, QK_K = 256, K_SCALE_SIZE = 12).
+//
+// iq4_nl, the one table format: its 4-bit code n indexes a fixed table of 16 int8 values, and
+//
+//   ŵ = d·kvalues_iq4nl[n]   n ∈ [0, 15], d fp16 per block of 32 (QK4_NL)
+//
+// Facts, from llama.cpp's ggml: GGML_TYPE_IQ4_NL = 20 (ggml.h); block_iq4_nl is { ggml_half d;
+// uint8_t qs[QK4_NL/2]; } with QK4_NL = 32, 18 bytes (ggml-common.h, static_assert "wrong iq4_nl
+// block size/padding"); kvalues_iq4nl = {−127, −104, −83, −65, −49, −35, −22, −10, 1, 13, 25, 38,
+// 53, 69, 89, 113} (ggml-common.h); dequantize_row_iq4_nl (ggml-quants.c) computes
+// y[j] = d·kvalues_iq4nl[qs[j] & 0xf] and y[j + 16] = d·kvalues_iq4nl[qs[j] >> 4] in float32
+// (low nibbles inputs 0..15, high nibbles 16..31); the product of an fp16 d and an int8 is exact.
+// llama.cpp's quantizer (quantize_row_iq4_nl_impl) may store a negative d, and d = 0 for a block
+// whose largest magnitude is below GROUP_MAX_EPS: qround's grids allow both for iq4_nl.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +51,7 @@ enum class GgmlType : std::uint32_t {
   kQ4_K = 12,
   kQ5_K = 13,
   kQ6_K = 14,
+  kIQ4_NL = 20,
   kBF16 = 30,
 };
 
@@ -52,16 +66,24 @@ struct GgmlTypeTraits {
   bool has_offset;       // levels s·n + b with a stored real offset
   bool super_block;      // K-quant: fp16 d (and dmin) per 256, integer scales per sub-block
   int scale_bits;        // K-quants: bits of the stored sub-block scale (and min); 0 otherwise
+  // Table formats (iq4_nl): the level of code n is s·levels[n]; nullptr for the uniform s·n (+ b).
+  const std::int8_t* levels = nullptr;
 
   bool quantized() const { return bits != 0; }
+  // Codes as the level formula sees them are signed: Grid::symmetric of the format's grids (q4_1,
+  // the K-quants with offsets and iq4_nl's table indices 0..15 are not).
+  bool signed_codes() const { return qmin < 0; }
   double bits_per_weight() const { return 8.0 * block_bytes / block; }
 };
 
 // The traits of `type`; throws InvalidArgument for a type qround does not know.
 const GgmlTypeTraits& ggml_traits(GgmlType type);
+// kvalues_iq4nl of ggml-common.h: the levels of iq4_nl in units of d, ascending.
+inline constexpr std::int8_t kIq4NlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                 1,    13,   25,  38,  53,  69,  89,  113};
 // Every type qround can store, float types first.
 const std::vector<GgmlType>& ggml_types();
-// Every quantized type qround can choose codes for (q4_0 … q6_k).
+// Every quantized type qround can choose codes for (q4_0 … q6_k, iq4_nl).
 const std::vector<GgmlType>& ggml_quantized_types();
 const char* to_string(GgmlType type);
 // "q4_k" / "Q4_K" / "q4_K" …; throws InvalidArgument listing the known names.

@@ -8,6 +8,9 @@
 //   storage format      ŵ = s·q (+ b),    q in the format's range, s and b derived exactly from the
 //                       parameters a ggml block stores (format.hpp); s may be negative (ggml's
 //                       q4_0 puts the −8 level on the side of the largest magnitude)
+//   table format        ŵ = s·T[q],       q ∈ [0, 15], T the format's int8 table (iq4_nl's
+//                       kvalues_iq4nl), s = the stored fp16 d (negative or 0 allowed, as ggml);
+//                       symmetric = false (codes are unsigned table indices), zero points 0
 #pragma once
 
 #include <cmath>
@@ -62,7 +65,8 @@ struct GridSpec {
 
 // What the blocks of a format grid store (format.hpp), per row; Grid::scales and Grid::offsets
 // are derived from it by derive_format_levels() and must never be set on their own.
-//   32-blocks:  d (and m for q4_1 / q5_1) per block: rows × blocks, fp16 values held as float.
+//   32-blocks:  d (and m for q4_1 / q5_1) per block: rows × blocks, fp16 values held as float
+//               (iq4_nl: d only, which may be 0 for an all-zero block).
 //   K-quants:   d, dmin per super-block (rows × super-blocks), the integer sub-block scale `sc` and
 //               min `m` per sub-block (rows × sub-blocks) exactly as stored: q2_k 0..15 each,
 //               q4_k / q5_k 0..63 each, q3_k 0..63 (the level uses sc − 32), q6_k −128..127.
@@ -88,6 +92,10 @@ struct Grid {
   std::optional<GgmlType> format;
   FormatParams stored;
   MatrixF offsets;
+  // Table formats (iq4_nl): the format's level table (ggml_traits(format).levels), set by
+  // derive_format_levels; nullptr on every other grid. level(q) = s·level_table[q].
+  const std::int8_t* level_table = nullptr;
+  bool has_level_table() const { return level_table != nullptr; }
 
   std::int32_t qmin() const;
   std::int32_t qmax() const;
@@ -107,6 +115,8 @@ struct Grid {
   float level(Index row, Index col, std::int32_t q) const {
     const Index g = group_of(col);
     if (has_offsets()) return scales(row, g) * static_cast<float>(q) + offsets(row, g);
+    // dequantize_row_iq4_nl: d · kvalues_iq4nl[n] in float32 (exact: fp16 × int8).
+    if (level_table) return scales(row, g) * static_cast<float>(level_table[q]);
     const float v = scales(row, g) * static_cast<float>(q - zeros(row, g));
     const float a = power(row);
     if (a == 1.0f) return v;
@@ -134,6 +144,7 @@ struct Grid {
  private:
   void validate_format(Index groups) const;
   std::int32_t format_code(Index row, Index col, float w) const {
+    if (level_table) return table_code(row, col, w);
     const Index g = group_of(col);
     const float s = scales(row, g);
     const float t = (w - offset(row, g)) / s;
@@ -147,6 +158,37 @@ struct Grid {
       if (c < qmin() || c > qmax()) continue;
       const float e = std::fabs(w - level(row, col, c));
       if (e < best || (e == best && c < q)) {
+        best = e;
+        q = c;
+      }
+    }
+    return q;
+  }
+  // The nearest of the 16 stored levels s·T[k] (ties to the smaller code). T ascends, so the
+  // levels are monotone in k (descending when s < 0, all 0 when s = 0): a binary search on w/s
+  // finds the candidate, the neighbours settle what the division rounded.
+  std::int32_t table_code(Index row, Index col, float w) const {
+    const float s = scales(row, group_of(col));
+    if (s == 0.0f) return 0;  // every level is 0: the smallest code
+    const float t = w / s;
+    std::int32_t lo = 0, hi = 15;  // first k with T[k] >= t, by bisection
+    while (lo < hi) {
+      const std::int32_t mid = (lo + hi) / 2;
+      if (static_cast<float>(level_table[mid]) < t)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    // Errors in double: the difference of two floats is exact there unless their magnitudes are
+    // 2^29 apart (no near-tie then), so near-ties go by the true distance and only an exact tie
+    // goes to the smaller code.
+    std::int32_t q = -1;
+    double best = 0.0;
+    for (std::int32_t c = lo - 2; c <= lo + 1; ++c) {
+      if (c < 0 || c > 15) continue;
+      const double e = std::fabs(static_cast<double>(w) -
+                                 static_cast<double>(s * static_cast<float>(level_table[c])));
+      if (q < 0 || e < best) {  // ascending c: an equal error keeps the smaller code
         best = e;
         q = c;
       }

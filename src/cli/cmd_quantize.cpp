@@ -36,7 +36,8 @@ constexpr const char* kHelp = R"(usage: qround quantize --weights W.npy --inputs
   --group-size     inputs sharing a scale; 0 = per row (default 128)
   --symmetric      symmetric grid (default asymmetric with zero points)
   --scale-search   minmax (default), mse, hessian (the default with --format)
-  --format         a llama.cpp storage type: q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k.
+  --format         a llama.cpp storage type: q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k
+                   iq4_nl (nearest and gptq only: its levels are a table).
                    Implies the bits, symmetry and group size (give them only if they agree); the
                    codes are optimised on exactly the type's levels and DIR/layer.gguf holds them
                    as the type's blocks (tensor "weight"), which llama.cpp dequantizes to

@@ -60,6 +60,10 @@ GridSpec take_grid_spec(Args& args, int default_bits, int default_group_size) {
     throw UsageError(fmt::format(
         "--group-size {} disagrees with --format {}, whose scales cover {} inputs", group, t.name,
         t.sub_block));
+  if (symmetric && t.levels)
+    throw UsageError(fmt::format(
+        "--symmetric does not apply to --format {}: its levels are a fixed table (d·T[n])",
+        t.name));
   if (symmetric && t.has_offset)
     throw UsageError(fmt::format(
         "--symmetric disagrees with --format {}, whose levels carry an offset (d·q + m)", t.name));

@@ -13,6 +13,11 @@
  *   engine_check compare A B
  *       bitwise comparison of two float32 arrays; prints the number of differing floats and exits
  *       1 when any differ
+ *   engine_check colsq COLS X OUT.f32
+ *       the importance imp_j = Σ_t X[t][j]² (diag XᵀX) of tokens × COLS inputs, as raw float32
+ *   engine_check werror COLS IMP W A B
+ *       Σ imp_j (A − W)² and Σ imp_j (B − W)² over rows × COLS weights, in double; prints both
+ *       and their ratio B/A
  *
  * Float inputs (IN, IMATRIX, A, B) are raw float32 files or .npy files of dtype <f4 (C order).
  * Exit status: 0 success, 1 a comparison found differences, 2 any error (message on stderr). */
@@ -303,6 +308,58 @@ static int cmd_compare(const char* a_path, const char* b_path) {
   return differ ? 1 : 0;
 }
 
+/* imp_j = Σ_t X[t][j]² of a tokens × COLS float file (diag XᵀX, the importance llama.cpp's imatrix
+ * estimates), written as COLS raw float32 values. */
+static int cmd_colsq(const char* cols_s, const char* x_path, const char* out) {
+  char* end;
+  const long long cols = strtoll(cols_s, &end, 10);
+  if (*end || cols <= 0) die("COLS '%s' is not a positive integer", cols_s);
+  size_t n;
+  float* x = read_floats(x_path, &n);
+  if (n % (size_t)cols != 0) die("'%s' has %zu floats, not a multiple of %lld", x_path, n, cols);
+  double* acc = calloc((size_t)cols, sizeof(double));
+  if (!acc) die("out of memory");
+  for (size_t i = 0; i < n; ++i) acc[i % (size_t)cols] += (double)x[i] * x[i];
+  float* imp = xmalloc((size_t)cols * sizeof(float));
+  for (long long j = 0; j < cols; ++j) imp[j] = (float)acc[j];
+  write_all(out, imp, (size_t)cols * sizeof(float));
+  free(imp);
+  free(acc);
+  free(x);
+  return 0;
+}
+
+/* Σ_r Σ_j imp_j (A[r][j] − W[r][j])² for A and B (rows × COLS float files), in double; prints
+ * "A B B/A". */
+static int cmd_werror(const char* cols_s, const char* imp_path, const char* w_path,
+                      const char* a_path, const char* b_path) {
+  char* end;
+  const long long cols = strtoll(cols_s, &end, 10);
+  if (*end || cols <= 0) die("COLS '%s' is not a positive integer", cols_s);
+  size_t ni, nw, na, nb;
+  float* imp = read_floats(imp_path, &ni);
+  float* w = read_floats(w_path, &nw);
+  float* a = read_floats(a_path, &na);
+  float* b = read_floats(b_path, &nb);
+  if (ni != (size_t)cols) die("'%s' has %zu floats, expected %lld", imp_path, ni, cols);
+  if (nw % (size_t)cols != 0 || na != nw || nb != nw)
+    die("'%s', '%s', '%s' hold %zu, %zu, %zu floats: expected the same rows × %lld", w_path, a_path,
+        b_path, nw, na, nb, cols);
+  double ea = 0, eb = 0;
+  for (size_t i = 0; i < nw; ++i) {
+    const double u = imp[i % (size_t)cols];
+    const double da = (double)a[i] - w[i], db = (double)b[i] - w[i];
+    ea += u * da * da;
+    eb += u * db * db;
+  }
+  printf("%.9g %.9g %.6f\n", ea, eb, ea > 0 ? eb / ea : 0.0);
+  free(imp);
+  free(w);
+  free(a);
+  free(b);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) die("usage: engine_check dequant|info|quantize|compare ...");
   ggml_log_set(quiet_log, NULL);
@@ -315,8 +372,11 @@ int main(int argc, char** argv) {
                         argv[argc - 1]);
   if (strcmp(cmd, "compare") == 0 && argc == 4) return cmd_compare(argv[2], argv[3]);
   if (strcmp(cmd, "info") == 0 && argc == 3) return cmd_info(argv[2]);
+  if (strcmp(cmd, "colsq") == 0 && argc == 5) return cmd_colsq(argv[2], argv[3], argv[4]);
+  if (strcmp(cmd, "werror") == 0 && argc == 7)
+    return cmd_werror(argv[2], argv[3], argv[4], argv[5], argv[6]);
   die("usage: engine_check dequant FILE.gguf OUTDIR | info FILE.gguf | quantize TYPE IN ROWS COLS "
       "[IMATRIX] OUT.f32"
-      " | compare A B");
+      " | compare A B | colsq COLS X OUT.f32 | werror COLS IMP W A B");
   return 2;
 }
