@@ -196,6 +196,25 @@ check_models() {
   else
     fail "models: llama_model_quantize q4_0 failed: $(tail -n 2 "$work/err")"
   fi
+  # qround's calibration as llama-imatrix's file (--imatrix-out), given to llama-quantize; and
+  # the same file back to qround (--imatrix).
+  if "$qround" model --model "$work/f32.gguf" --calib "$text" --calib-tokens 4088 \
+       --eval "$text" --eval-tokens 200 --format q4_1 --method nearest --quiet \
+       --imatrix-out "$work/stories.dat" --out "$work/q4_1-nearest.gguf" >"$work/log" 2>&1 &&
+     "$qround" model --model "$work/f32.gguf" --calib "$text" --calib-tokens 4088 \
+       --eval "$text" --eval-tokens 200 --format q4_1 --method gptq --quiet \
+       --imatrix "$work/stories.dat" --out "$work/q4_1-gptq-imatrix.gguf" >>"$work/log" 2>&1; then
+    files+=("$work/q4_1-gptq-imatrix.gguf q4_1 gptq with qround's imatrix (qround model)")
+    if "$ENGINE_MODEL" quantize "$work/f32.gguf" "$work/lq-q4_1-imatrix.gguf" 3 \
+         --imatrix "$work/stories.dat" >/dev/null 2>"$work/err"; then
+      pass "models: llama_model_quantize takes qround's imatrix (--imatrix-out stories.dat)"
+      files+=("$work/lq-q4_1-imatrix.gguf q4_1 (llama-quantize with qround's imatrix)")
+    else
+      fail "models: llama_model_quantize refused qround's imatrix: $(tail -n 2 "$work/err")"
+    fi
+  else
+    fail "models: qround model --imatrix-out / --imatrix failed: $(tail -n 2 "$work/log")"
+  fi
   local entry file label ours theirs
   for entry in "${files[@]}"; do
     file=${entry%% *}

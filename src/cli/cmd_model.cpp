@@ -197,8 +197,8 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   const bool mixed = !std::isnan(mixed_budget);
   const std::optional<std::string> mixed_candidates = args.take("mixed-candidates");
   if (mixed_candidates && !mixed) throw UsageError("--mixed-candidates needs --mixed-budget");
-  for (const char* key : {"bits", "group-size", "symmetric", "mixed-bits", "float-activations",
-                          "dump-dequant"})
+  for (const char* key :
+       {"bits", "group-size", "symmetric", "mixed-bits", "float-activations", "dump-dequant"})
     if (args.has(key))
       throw UsageError(
           fmt::format("--{} does not apply to --format (the type fixes the grid; "
@@ -269,8 +269,14 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
           allocation.candidates.push_back(parse_ggml_type(list.substr(at, comma - at)));
           at = comma + 1;
         }
-      } else {
-        allocation.candidates = ggml_quantized_types();
+      } else {  // every type the method can round onto
+        for (GgmlType t : ggml_quantized_types()) {
+          if (ggml_traits(t).levels != nullptr &&
+              options.sequential.round.method != Method::kNearest &&
+              options.sequential.round.method != Method::kGptq)
+            continue;  // table formats: only nearest and GPTQ choose their codes
+          allocation.candidates.push_back(t);
+        }
       }
       allocation.validate();
     } catch (const InvalidArgument& e) {
@@ -301,10 +307,11 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
     }
     bar.finish();
     options.types = allocated->types;
-    fmt::print("mixed precision over {} candidate types: {} front points; chosen {:.4f} bits per "
-               "weight (file), predicted loss {:.6g}\n",
-               allocation.candidates.size(), allocated->front.points.size(),
-               allocated->bits_per_weight, allocated->chosen.loss);
+    fmt::print(
+        "mixed precision over {} candidate types: {} front points; chosen {:.4f} bits per "
+        "weight (file), predicted loss {:.6g}\n",
+        allocation.candidates.size(), allocated->front.points.size(), allocated->bits_per_weight,
+        allocated->chosen.loss);
     for (const auto& note : allocated->table.notes) fmt::print("  note: {}\n", note);
   }
   const auto start = std::chrono::steady_clock::now();
