@@ -17,13 +17,6 @@ struct CliResult {
   std::string out, err;
 };
 
-inline std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // `args` is appended to the binary's path as is (quote paths with spaces yourself); `env` is
 // prepended (e.g. "QROUND_ISA=scalar").
 inline CliResult run_cli(const std::string& args, const std::string& env = "") {

@@ -27,13 +27,6 @@
 namespace qround::model {
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 struct StoriesCalib {
   LlamaModel model;
   std::vector<std::vector<int>> windows;
@@ -43,7 +36,7 @@ StoriesCalib stories(const std::string& dir, std::size_t chars) {
   LlamaModel m = load_llama2c(dir + "/stories260K.bin");
   const Tokenizer t = Tokenizer::load(dir + "/tok512.bin", m.config().vocab_size);
   auto w =
-      make_eval_windows(t.encode(read_text(dir + "/tinystories_train_head.txt").substr(0, chars)),
+      make_eval_windows(t.encode(::qround::testing::slurp(dir + "/tinystories_train_head.txt").substr(0, chars)),
                         m.config().seq_len);
   return {std::move(m), std::move(w)};
 }

@@ -21,14 +21,8 @@ std::string model_flags(const std::string& dir) {
 }
 
 using ::qround::testing::run_cli;
+using ::qround::testing::slurp;
 using ::qround::testing::TempDir;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // The number after `label` on the first line of `out` that starts with it (NaN if none).
 double number_after(const std::string& out, const std::string& label) {

@@ -21,13 +21,6 @@
 namespace qround::model {
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 bool same_bits(const MatrixF& a, const MatrixF& b) {
   return a.rows() == b.rows() && a.cols() == b.cols() &&
          std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
@@ -71,7 +64,7 @@ TEST(GgufLlama, ConvertedStoriesComputesExactlyTheCheckpoint) {
   EXPECT_EQ(b.rms_eps, 1e-5f);
   EXPECT_EQ(b.rope_theta, 10000.0f);
   ASSERT_TRUE(g.tokenizer.has_value()) << g.tokenizer_error;
-  const std::string text = read_text(dir + "/tinystories_train_head.txt");
+  const std::string text = ::qround::testing::slurp(dir + "/tinystories_train_head.txt");
   // Identical logits on full-length windows from three places in the text (so the NLL of the
   // whole file, 1.8987, is the checkpoint's; the CLI test of `qround convert` measures it).
   for (std::size_t at : {std::size_t{0}, std::size_t{50000}, std::size_t{150000}}) {
@@ -89,7 +82,7 @@ TEST(GgufLlama, TokenizerFromMetadataTokenizesLikeTheLlama2cFile) {
   const GgufLlama g = round_trip(llama_to_gguf(s.model, s.tokenizer));
   ASSERT_TRUE(g.tokenizer.has_value()) << g.tokenizer_error;
   for (const char* file : {"/tinystories_train_head.txt", "/aesop_fables.txt"}) {
-    const std::string text = read_text(dir + file).substr(0, 30000);
+    const std::string text = ::qround::testing::slurp(dir + file).substr(0, 30000);
     const auto ids = s.tokenizer.encode(text);
     EXPECT_EQ(g.tokenizer->encode(text), ids) << file;
     EXPECT_EQ(g.tokenizer->decode(ids), s.tokenizer.decode(ids)) << file;
@@ -250,7 +243,7 @@ class GgufQuantizeStories : public ::testing::TestWithParam<Method> {};
 TEST_P(GgufQuantizeStories, FileDequantizesToTheSimulatedModel) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   const Stories s = load_stories(dir);
-  const std::string text = read_text(dir + "/tinystories_train_head.txt");
+  const std::string text = ::qround::testing::slurp(dir + "/tinystories_train_head.txt");
   const auto calib = make_eval_windows(s.tokenizer.encode(text.substr(0, 6000)), 256);
   for (GgmlType type : {GgmlType::kQ4_1, GgmlType::kQ6_K}) {
     GgufQuantizeOptions o;
@@ -288,7 +281,7 @@ TEST(GgufQuantize, CancellationLeavesTheModelFloat) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   const Stories s = load_stories(dir);
   const auto calib = make_eval_windows(
-      s.tokenizer.encode(read_text(dir + "/tinystories_train_head.txt").substr(0, 3000)), 256);
+      s.tokenizer.encode(::qround::testing::slurp(dir + "/tinystories_train_head.txt").substr(0, 3000)), 256);
   GgufQuantizeOptions o;
   o.sequential.round.grid.search = ScaleSearch::kHessian;
   o.types = pure_tensor_types(s.model, GgmlType::kQ4_0);

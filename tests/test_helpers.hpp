@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,14 @@ inline std::filesystem::path data_dir() {
 }
 
 inline std::filesystem::path layers_dir() { return data_dir() / "layers"; }
+
+// The whole file as bytes (empty when it cannot be read: the caller's checks then fail).
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 // A fresh empty directory, removed with everything in it when the object goes away.
 class TempDir {

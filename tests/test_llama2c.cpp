@@ -16,13 +16,6 @@
 namespace qround::model {
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
@@ -38,7 +31,7 @@ TEST(Llama2c, FloatNllOnTinyStoriesPrefixMatchesReference) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   const auto model = load_llama2c(dir + "/stories260K.bin");
   const auto tok = Tokenizer::load(dir + "/tok512.bin", model.config().vocab_size);
-  const std::string text = read_text(dir + "/tinystories_train_head.txt");
+  const std::string text = ::qround::testing::slurp(dir + "/tinystories_train_head.txt");
   const auto windows = make_eval_windows(tok.encode(text.substr(0, 60000)), model.config().seq_len);
   const EvalResult r = evaluate(model, windows);
   EXPECT_NEAR(r.nll, 1.7513, 5e-4);
@@ -145,7 +138,7 @@ TEST(Llama2c, TokenizerEncodesLikeLlama2c) {
 
 TEST(Llama2c, MalformedCheckpointsRaiseIoError) {
   QROUND_REQUIRE_MODEL_DATA(dir);
-  const std::string good = read_text(dir + "/stories260K.bin");
+  const std::string good = ::qround::testing::slurp(dir + "/stories260K.bin");
   const std::string path = temp_path("bad.bin");
   auto expect_io_error = [&](const std::string& bytes, const char* why) {
     write_bytes(path, bytes);
@@ -176,7 +169,7 @@ TEST(Llama2c, MalformedCheckpointsRaiseIoError) {
 
 TEST(Llama2c, MalformedTokenizersRaiseIoError) {
   QROUND_REQUIRE_MODEL_DATA(dir);
-  const std::string good = read_text(dir + "/tok512.bin");
+  const std::string good = ::qround::testing::slurp(dir + "/tok512.bin");
   const std::string path = temp_path("bad_tok.bin");
   auto expect_io_error = [&](const std::string& bytes, int vocab, const char* why) {
     write_bytes(path, bytes);

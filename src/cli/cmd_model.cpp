@@ -164,6 +164,16 @@ json::Value eval_json(const model::EvalResult& e) {
   return v;
 }
 
+json::Value evaluation_json(Index skip, const model::EvalResult& float_eval,
+                            const model::EvalResult& q_eval) {
+  json::Value ev = json::Value::object();
+  ev.set("skip_tokens", static_cast<long long>(skip));
+  ev.set("float", eval_json(float_eval));
+  ev.set("quantized", eval_json(q_eval));
+  ev.set("nll_increase", q_eval.nll - float_eval.nll);
+  return ev;
+}
+
 json::Value stages_json(const ModelQuantization& result) {
   std::map<Index, std::string> name_of;
   for (const auto& l : result.layers) name_of[l.layer] = l.name;
@@ -414,12 +424,7 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
     }
     r.set("tensors", std::move(tensors));
     r.set("stages", stages_json(result.layers));
-    json::Value ev = json::Value::object();
-    ev.set("skip_tokens", eval_skip);
-    ev.set("float", eval_json(float_eval));
-    ev.set("quantized", eval_json(q_eval));
-    ev.set("nll_increase", q_eval.nll - float_eval.nll);
-    r.set("evaluation", std::move(ev));
+    r.set("evaluation", evaluation_json(eval_skip, float_eval, q_eval));
     r.set("quantization_and_writing_seconds", write_seconds);
     io::write_file_atomic(*report_path, json::dump(r) + "\n");
   }
@@ -589,12 +594,7 @@ int run_model(int argc, char** argv) {
     }
     r.set("layers", std::move(layers));
     r.set("stages", stages_json(result));
-    json::Value ev = json::Value::object();
-    ev.set("skip_tokens", eval_skip);
-    ev.set("float", eval_json(float_eval));
-    ev.set("quantized", eval_json(q_eval));
-    ev.set("nll_increase", q_eval.nll - float_eval.nll);
-    r.set("evaluation", std::move(ev));
+    r.set("evaluation", evaluation_json(eval_skip, float_eval, q_eval));
     r.set("quantization_seconds", result.seconds);
     io::write_file_atomic(*report_path, json::dump(r) + "\n");
   }
