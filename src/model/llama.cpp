@@ -9,6 +9,7 @@
 #include <omp.h>
 #endif
 #include "qround/error.hpp"
+#include "qround/model/llama_block.hpp"
 #include "qround/qgemm.hpp"
 
 namespace qround::model {
@@ -20,17 +21,6 @@ constexpr int kMaxLayers = 4096;
 void check_range(const char* source, const char* field, int value, int lo, int hi) {
   if (value < lo || value > hi)
     throw IoError(fmt::format("{}: {} = {} must be in [{}, {}]", source, field, value, lo, hi));
-}
-
-// Row-wise RMSNorm with gain g.
-MatrixF rms_norm(const MatrixF& x, const VectorF& g, float eps) {
-  MatrixF out(x.rows(), x.cols());
-  for (Index t = 0; t < x.rows(); ++t) {
-    const float ss = x.row(t).squaredNorm() / static_cast<float>(x.cols()) + eps;
-    const float inv = 1.0f / std::sqrt(ss);
-    out.row(t) = (x.row(t) * inv).cwiseProduct(g.transpose());
-  }
-  return out;
 }
 
 // Keeps Eigen's products single-threaded on the calling thread for the guard's lifetime. The
@@ -121,18 +111,23 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
            c.dim);
   packed_.resize(num_linear());
   compute_.assign(num_linear(), PackedCompute::kInteger);
-  // RoPE angles as llama2.c computes them (float): pos · θ^(−2j/head_size) for pair j.
+  rope_ = RopeTable::for_config(c);
+}
+
+RopeTable RopeTable::for_config(const LlamaConfig& c) {
+  RopeTable r;
   const int half = c.head_size() / 2;
-  rope_cos_.resize(c.seq_len, half);
-  rope_sin_.resize(c.seq_len, half);
+  r.cos.resize(c.seq_len, half);
+  r.sin.resize(c.seq_len, half);
   for (int pos = 0; pos < c.seq_len; ++pos)
     for (int j = 0; j < half; ++j) {
       const float freq = 1.0f / std::pow(c.rope_theta, static_cast<float>(2 * j) /
                                                            static_cast<float>(c.head_size()));
       const float angle = static_cast<float>(pos) * freq;
-      rope_cos_(pos, j) = std::cos(angle);
-      rope_sin_(pos, j) = std::sin(angle);
+      r.cos(pos, j) = std::cos(angle);
+      r.sin(pos, j) = std::sin(angle);
     }
+  return r;
 }
 
 std::string LlamaModel::linear_name(int index) const {
@@ -189,14 +184,12 @@ void LlamaModel::set_classifier(const MatrixFRef& w) {
   weights_.classifier = w;
 }
 
-MatrixF LlamaModel::forward(const std::vector<int>& tokens, const LinearInputFn& observe,
-                            bool observe_classifier) const {
+MatrixF LlamaModel::embed(const std::vector<int>& tokens) const {
   const auto& c = config_;
   const Index T = static_cast<Index>(tokens.size());
   if (T == 0 || T > c.seq_len)
     throw InvalidArgument(
         fmt::format("window of {} tokens: expected 1..{} (seq_len)", T, c.seq_len));
-  SingleThreadedEigen single_threaded;
   MatrixF x(T, c.dim);
   for (Index t = 0; t < T; ++t) {
     const int id = tokens[t];
@@ -205,70 +198,60 @@ MatrixF LlamaModel::forward(const std::vector<int>& tokens, const LinearInputFn&
           fmt::format("token {} at position {} outside [0, {})", id, t, c.vocab_size));
     x.row(t) = weights_.token_embedding.row(id);
   }
-  const int hs = c.head_size(), group = c.n_heads / c.n_kv_heads;
-  const float inv_sqrt_hs = 1.0f / std::sqrt(static_cast<float>(hs));
-  auto rope = [&](MatrixF& m) {
-    for (Index t = 0; t < T; ++t)
-      for (Index col = 0; col < m.cols(); col += 2) {
-        const int j = static_cast<int>((col % hs) / 2);
-        const float cr = rope_cos_(t, j), ci = rope_sin_(t, j);
-        const float v0 = m(t, col), v1 = m(t, col + 1);
-        m(t, col) = v0 * cr - v1 * ci;
-        m(t, col + 1) = v0 * ci + v1 * cr;
-      }
-  };
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LlamaBlock& b = weights_.blocks[l];
-    const int base = l * kLinearsPerBlock;
-    auto apply = [&](BlockLinear which, const MatrixF& in, MatrixF& out) {
-      const int k = static_cast<int>(which);
-      if (observe && !single_threaded.with_caller_threads([&] { return observe(base + k, in); }))
-        return false;
-      if (const PackedMatrix* p = packed_[base + k].get()) {
-        out = compute_[base + k] == PackedCompute::kInteger && p->is_uniform()
-                  ? qgemm(*p, in)
-                  : qgemm_float(*p, in);
-      } else {
-        out.noalias() = in * b.linear[k].transpose();
-      }
-      return true;
-    };
-    MatrixF xb = rms_norm(x, b.rms_att, c.rms_eps), q, k, v, att(T, c.dim), o;
-    if (!apply(BlockLinear::kQ, xb, q) || !apply(BlockLinear::kK, xb, k) ||
-        !apply(BlockLinear::kV, xb, v))
-      return {};
-    rope(q);
-    rope(k);
-    MatrixF scores(T, T);
-    for (int h = 0; h < c.n_heads; ++h) {
-      const int kvh = h / group;
-      scores.noalias() = q.middleCols(h * hs, hs) * k.middleCols(kvh * hs, hs).transpose();
-      for (Index t = 0; t < T; ++t) {
-        auto row = scores.row(t).head(t + 1).array();
-        row *= inv_sqrt_hs;
-        row = (row - row.maxCoeff()).exp();
-        row /= row.sum();
-        scores.row(t).tail(T - t - 1).setZero();
-      }
-      att.middleCols(h * hs, hs).noalias() = scores * v.middleCols(kvh * hs, hs);
+  return x;
+}
+
+bool LlamaModel::run_block(int l, MatrixF& x, const LinearInputFn& observe) const {
+  const LlamaBlock& b = weights_.blocks[l];
+  const int base = l * kLinearsPerBlock;
+  SingleThreadedEigen single_threaded;
+  BlockParams<float> params;
+  params.rms_att = &b.rms_att;
+  params.rms_ffn = &b.rms_ffn;
+  for (int k = 0; k < kLinearsPerBlock; ++k) params.linear[k] = &b.linear[k];
+  const BlockLinearFn<float> apply = [&](BlockLinear which, const MatrixF& in, MatrixF& out) {
+    const int k = static_cast<int>(which);
+    if (observe && !single_threaded.with_caller_threads([&] { return observe(base + k, in); }))
+      return false;
+    if (const PackedMatrix* p = packed_[base + k].get()) {
+      out = compute_[base + k] == PackedCompute::kInteger && p->is_uniform() ? qgemm(*p, in)
+                                                                             : qgemm_float(*p, in);
+    } else {
+      out.noalias() = in * b.linear[k].transpose();
     }
-    if (!apply(BlockLinear::kO, att, o)) return {};
-    x += o;
-    xb = rms_norm(x, b.rms_ffn, c.rms_eps);
-    MatrixF h1, h3, down;
-    if (!apply(BlockLinear::kW1, xb, h1) || !apply(BlockLinear::kW3, xb, h3)) return {};
-    // SiLU(w1 x) · (w3 x)
-    h1.array() = h1.array() / (1.0f + (-h1.array()).exp()) * h3.array();
-    if (!apply(BlockLinear::kW2, h1, down)) return {};
-    x += down;
+    return true;
+  };
+  return block_forward<float>(config_, rope_, params, x, apply);
+}
+
+void LlamaModel::forward_block(int l, MatrixF& x) const {
+  if (l < 0 || l >= config_.n_layers)
+    throw InvalidArgument(fmt::format("block {} outside [0, {})", l, config_.n_layers));
+  run_block(l, x, {});
+}
+
+MatrixF LlamaModel::logits(const MatrixF& hidden) const {
+  SingleThreadedEigen single_threaded;
+  MatrixF xf;
+  rms_norm<float>(hidden, weights_.rms_final, config_.rms_eps, xf);
+  const MatrixF& cls = config_.shared_classifier ? weights_.token_embedding : weights_.classifier;
+  return xf * cls.transpose();
+}
+
+MatrixF LlamaModel::forward(const std::vector<int>& tokens, const LinearInputFn& observe,
+                            bool observe_classifier) const {
+  MatrixF x = embed(tokens);
+  for (int l = 0; l < config_.n_layers; ++l)
+    if (!run_block(l, x, observe)) return {};
+  if (observe && observe_classifier) {
+    SingleThreadedEigen single_threaded;
+    MatrixF xf;
+    rms_norm<float>(x, weights_.rms_final, config_.rms_eps, xf);
+    if (!single_threaded.with_caller_threads([&] { return observe(num_linear(), xf); })) return {};
+    const MatrixF& cls = config_.shared_classifier ? weights_.token_embedding : weights_.classifier;
+    return xf * cls.transpose();
   }
-  const MatrixF xf = rms_norm(x, weights_.rms_final, c.rms_eps);
-  if (observe && observe_classifier &&
-      !single_threaded.with_caller_threads([&] { return observe(num_linear(), xf); }))
-    return {};
-  const MatrixF& cls = c.shared_classifier ? weights_.token_embedding : weights_.classifier;
-  MatrixF logits = xf * cls.transpose();
-  return logits;
+  return logits(x);
 }
 
 }  // namespace qround::model

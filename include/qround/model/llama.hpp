@@ -32,6 +32,13 @@ struct LlamaConfig {
   void validate(const char* source = "llama config") const;
 };
 
+// RoPE angles of a config, seq_len × head_size/2: pos · θ^(−2j/head_size) for pair j, in float as
+// llama2.c computes them.
+struct RopeTable {
+  MatrixF cos, sin;
+  static RopeTable for_config(const LlamaConfig& config);
+};
+
 // The linear layers of one transformer block, in execution order.
 enum class BlockLinear : int { kQ, kK, kV, kO, kW1, kW3, kW2 };
 constexpr int kLinearsPerBlock = 7;
@@ -94,12 +101,23 @@ class LlamaModel {
   MatrixF forward(const std::vector<int>& tokens, const LinearInputFn& observe = {},
                   bool observe_classifier = false) const;
 
+  // The pieces of forward(), for block-wise work (model/llama_block.hpp has the block itself):
+  // the hidden state entering block 0 (the window's token embeddings), block `l` applied in place
+  // with each layer's current compute (packed kernels or float), and the logits of a final
+  // hidden state.
+  MatrixF embed(const std::vector<int>& tokens) const;
+  void forward_block(int l, MatrixF& x) const;
+  MatrixF logits(const MatrixF& hidden) const;
+  const RopeTable& rope() const { return rope_; }
+
  private:
   LlamaConfig config_;
   LlamaWeights weights_;
   std::vector<std::shared_ptr<const PackedMatrix>> packed_;  // per linear layer, may be null
   std::vector<PackedCompute> compute_;
-  MatrixF rope_cos_, rope_sin_;  // seq_len × head_size/2
+  RopeTable rope_;
+  // Block l through the shared implementation, with `observe` seeing each linear's input.
+  bool run_block(int l, MatrixF& x, const LinearInputFn& observe) const;
 };
 
 }  // namespace qround::model
