@@ -27,6 +27,7 @@
 #include "qround/model/evaluation.hpp"
 #include "qround/model/gguf_quantize.hpp"
 #include "qround/model/llama_adapter.hpp"
+#include "qround/model/block_reconstruction.hpp"
 #include "qround/model/type_allocation.hpp"
 #include "qround/model/type_mix.hpp"
 #include "qround/pipeline.hpp"
@@ -94,6 +95,98 @@ constexpr const char* kHelp =
 
 Other --key value options are method settings. Exit codes: 0 ok, 1 runtime error, 2 usage error.
 )";
+
+// --method block [--block-init M] [--block-iterations N] ...: the per-layer method to start from
+// (the returned method name) and the block reconstruction options; no options for another method.
+struct MethodChoice {
+  std::string per_layer;
+  std::optional<model::BlockReconstructionOptions> block;
+};
+
+MethodChoice take_method(Args& args) {
+  MethodChoice m;
+  m.per_layer = args.take("method").value_or("nearest");
+  const bool block = m.per_layer == "block";
+  for (const char* key : {"block-init", "block-iterations", "block-lr", "block-scale-lr",
+                          "block-lambda", "block-batch", "block-target"})
+    if (!block && args.has(key)) throw UsageError(fmt::format("--{} needs --method block", key));
+  if (!block) return m;
+  m.per_layer = args.take("block-init").value_or("gptq");
+  if (m.per_layer == "block") throw UsageError("--block-init block: give a per-layer method");
+  model::BlockReconstructionOptions o;
+  o.iterations = args.take_int("block-iterations", o.iterations, 0, 1 << 24);
+  o.lr = args.take_double("block-lr", o.lr);
+  o.scale_lr = args.take_double("block-scale-lr", o.scale_lr);
+  o.lambda = args.take_double("block-lambda", o.lambda);
+  o.batch_windows = args.take_int("block-batch", o.batch_windows, 1, 1 << 20);
+  const std::string target = args.take("block-target").value_or("float");
+  if (target != "float" && target != "local")
+    throw UsageError(fmt::format("--block-target {}: expected float (the float model's block "
+                                 "output) or local (the float block on the quantized input)",
+                                 target));
+  o.asymmetric_target = target == "float";
+  try {
+    o.validate();
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
+  m.block = o;
+  return m;
+}
+
+void print_blocks(const model::BlockReconstruction& r) {
+  if (r.blocks.empty()) return;
+  fmt::print("{:<8} {:>14} {:>14} {:>14} {:>9}  {}\n", "block", "per-layer loss", "learned loss",
+             "final loss", "seconds", "kept per-layer codes");
+  for (const auto& b : r.blocks) {
+    std::string kept;
+    for (const auto& k : b.kept_per_layer) kept += (kept.empty() ? "" : ",") + k;
+    fmt::print("{:<8} {:>14.6g} {:>14.6g} {:>14.6g} {:>9.2f}  {}\n", b.block, b.initial_loss,
+               b.learned_loss, b.final_loss, b.seconds, kept.empty() ? "-" : kept);
+    for (const auto& f : b.frozen) fmt::print("  frozen: {}\n", f);
+    for (const auto& n : b.notes) fmt::print("  note: {}\n", n);
+  }
+  fmt::print("block reconstruction {:.1f} s\n", r.seconds);
+}
+
+json::Value blocks_json(const model::BlockReconstruction& r, const model::BlockReconstructionOptions& o) {
+  json::Value v = json::Value::object();
+  v.set("iterations", o.iterations);
+  v.set("lr", o.lr);
+  v.set("lambda", o.lambda);
+  v.set("batch_windows", o.batch_windows);
+  v.set("target", o.asymmetric_target ? "float" : "local");
+  v.set("seconds", r.seconds);
+  json::Value blocks = json::Value::array();
+  for (const auto& b : r.blocks) {
+    json::Value j = json::Value::object();
+    j.set("block", b.block);
+    j.set("per_layer_loss", b.initial_loss);
+    j.set("learned_loss", b.learned_loss);
+    j.set("final_loss", b.final_loss);
+    j.set("seconds", b.seconds);
+    json::Value kept = json::Value::array();
+    for (const auto& k : b.kept_per_layer) kept.push_back(k);
+    j.set("kept_per_layer_codes", std::move(kept));
+    json::Value frozen = json::Value::array();
+    for (const auto& f : b.frozen) frozen.push_back(f);
+    j.set("frozen", std::move(frozen));
+    json::Value notes = json::Value::array();
+    for (const auto& n : b.notes) notes.push_back(n);
+    j.set("notes", std::move(notes));
+    json::Value curve = json::Value::array();
+    for (const auto& [it, loss] : b.loss_curve) {
+      json::Value p = json::Value::array();
+      p.push_back(it);
+      p.push_back(loss);
+      curve.push_back(std::move(p));
+    }
+    j.set("loss_curve", std::move(curve));
+    blocks.push_back(std::move(j));
+  }
+  v.set("blocks", std::move(blocks));
+  return v;
+}
 
 std::string grid_label(int bits, int group_size) {
   return group_size == 0 ? fmt::format("{}-bit per row", bits)
@@ -214,6 +307,7 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
           fmt::format("--{} does not apply to --format (the type fixes the grid; "
                       "llama.cpp computes with float activations)",
                       key));
+  const MethodChoice choice = take_method(args);
   model::GgufQuantizeOptions options;
   model::TypeMixOptions mix;
   mix.pure = pure;
@@ -238,7 +332,7 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
       options.sequential.round.grid.search = parse_scale_search(*s);
     else
       options.sequential.round.grid.search = ScaleSearch::kHessian;
-    options.sequential.round.method = parse_method(args.take("method").value_or("nearest"));
+    options.sequential.round.method = parse_method(choice.per_layer);
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }
@@ -246,6 +340,11 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   options.sequential.round.seed =
       static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
   options.sequential.round.threads = args.take_int("threads", 0, 0, 4096);
+  if (choice.block) {
+    options.block = choice.block;
+    options.block->seed = options.sequential.round.seed;
+    options.block->threads = options.sequential.round.threads;
+  }
   options.sequential.sequential = !args.take_flag("one-shot");
   options.sequential.asymmetric_target = args.take_flag("asymmetric-target");
   const bool quiet = args.take_flag("quiet");
@@ -381,6 +480,7 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
     if (oc != outcome_of.end()) tj.set("rounding", io::to_json(oc->second->quantized.report));
     tensors.push_back(std::move(tj));
   }
+  print_blocks(result.blocks);
   fmt::print("{:<10} {:>10} {:>10} {:>10}\n", "model", "NLL", "PPL", "KL");
   fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10}\n", "float", float_eval.nll, float_eval.perplexity,
              "-");
@@ -424,6 +524,7 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
     }
     r.set("tensors", std::move(tensors));
     r.set("stages", stages_json(result.layers));
+    if (options.block) r.set("block_reconstruction", blocks_json(result.blocks, *options.block));
     r.set("evaluation", evaluation_json(eval_skip, float_eval, q_eval));
     r.set("quantization_and_writing_seconds", write_seconds);
     io::write_file_atomic(*report_path, json::dump(r) + "\n");
@@ -462,15 +563,21 @@ int run_model(int argc, char** argv) {
   const int bits = mixed ? 4 : args.take_int("bits", 4, 2, 8);
   const int group_size = args.take_int("group-size", 32, 0, 1 << 30);
   options.round.grid = GridSpec::with_group_size(bits, group_size, args.take_flag("symmetric"));
+  const MethodChoice choice = take_method(args);
   try {
     if (auto s = args.take("scale-search")) options.round.grid.search = parse_scale_search(*s);
-    options.round.method = parse_method(args.take("method").value_or("nearest"));
+    options.round.method = parse_method(choice.per_layer);
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }
   options.round.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.round.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
   options.round.threads = args.take_int("threads", 0, 0, 4096);
+  std::optional<model::BlockReconstructionOptions> block = choice.block;
+  if (block) {
+    block->seed = options.round.seed;
+    block->threads = options.round.threads;
+  }
   options.sequential = !args.take_flag("one-shot");
   options.asymmetric_target = args.take_flag("asymmetric-target");
   model::LlamaAdapterOptions adapter_options;
@@ -519,8 +626,17 @@ int run_model(int argc, char** argv) {
   }
   const model::EvalResult float_eval = model::evaluate(files.model, eval, nullptr, bar.callback());
   bar.finish();
-  const ModelQuantization result = quantize_model(adapter, options, bar.callback());
+  ModelQuantization result = quantize_model(adapter, options, bar.callback());
   bar.finish();
+  model::BlockReconstruction blocks;
+  if (block) {
+    std::vector<QuantizedLayer*> results(static_cast<std::size_t>(quantized.num_linear()), nullptr);
+    for (LayerOutcome& l : result.layers) results[static_cast<std::size_t>(l.layer)] = &l.quantized;
+    blocks = model::reconstruct_blocks(
+        quantized, adapter.float_model(), calib, results, *block, bar.callback(),
+        [&adapter](int linear, const QuantizedLayer& q) { adapter.replace(linear, q); });
+    bar.finish();
+  }
   const model::EvalResult q_eval =
       model::evaluate(quantized, eval, &adapter.float_model(), bar.callback());
   bar.finish();
@@ -557,6 +673,7 @@ int run_model(int argc, char** argv) {
   for (const auto& s : result.stages)
     fmt::print("{:<22} {:>10.3f} {:>10.3f}\n", stage_label(s.layers, layer_info),
                s.calibration_seconds, s.rounding_seconds);
+  print_blocks(blocks);
   fmt::print("{:<10} {:>10} {:>10} {:>10}\n", "model", "NLL", "PPL", "KL");
   fmt::print("{:<10} {:>10.4f} {:>10.3f} {:>10}\n", "float", float_eval.nll, float_eval.perplexity,
              "-");
@@ -594,6 +711,7 @@ int run_model(int argc, char** argv) {
     }
     r.set("layers", std::move(layers));
     r.set("stages", stages_json(result));
+    if (block) r.set("block_reconstruction", blocks_json(blocks, *block));
     r.set("evaluation", evaluation_json(eval_skip, float_eval, q_eval));
     r.set("quantization_seconds", result.seconds);
     io::write_file_atomic(*report_path, json::dump(r) + "\n");

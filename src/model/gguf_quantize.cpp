@@ -56,6 +56,7 @@ class RestoreOnError {
     if (!dismissed_) model_ = saved_;
   }
   void dismiss() { dismissed_ = true; }
+  const LlamaModel& saved() const { return saved_; }
 
  private:
   LlamaModel& model_;
@@ -78,6 +79,7 @@ GgufQuantization quantize_to_gguf(LlamaModel& model,
   if (options.sequential.per_layer)
     throw InvalidArgument("quantize_to_gguf: per_layer must be empty (the types choose the grids)");
   options.sequential.validate();
+  if (options.block) options.block->validate();
   std::map<std::string, GgmlType> type_of;
   for (const auto& t : options.types)
     if (!type_of.emplace(t.name, t.type).second)
@@ -196,6 +198,13 @@ GgufQuantization quantize_to_gguf(LlamaModel& model,
       return o;
     };
     out.layers = quantize_model(adapter, seq, progress);
+    if (options.block) {
+      std::vector<QuantizedLayer*> results(static_cast<std::size_t>(model.num_linear()), nullptr);
+      for (LayerOutcome& l : out.layers.layers) results[method_linears[l.layer]] = &l.quantized;
+      // The default replacement sets the dequantized codes: exactly what the file computes.
+      out.blocks = reconstruct_blocks(model, restore.saved(), calibration_windows, results,
+                                      *options.block, progress);
+    }
     for (const LayerOutcome& l : out.layers.layers) {
       const int linear = method_linears[l.layer];
       const std::string name = gguf_linear_name(linear);

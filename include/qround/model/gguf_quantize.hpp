@@ -11,6 +11,7 @@
 
 #include "qround/format.hpp"
 #include "qround/io/imatrix.hpp"
+#include "qround/model/block_reconstruction.hpp"
 #include "qround/model/gguf_llama.hpp"
 #include "qround/model/llama.hpp"
 #include "qround/pipeline.hpp"
@@ -37,6 +38,9 @@ struct GgufQuantizeOptions {
   // diag(XᵀX) — or instead of uniform weights for the token embedding, which has no calibration.
   // The methods' losses still come from the calibration. Needs the hessian scale search.
   std::optional<io::Imatrix> imatrix;
+  // Optional block-wise reconstruction after the per-layer method (model/block_reconstruction.hpp):
+  // each block's quantized linears re-rounded jointly on their frozen type grids.
+  std::optional<BlockReconstructionOptions> block;
 };
 
 struct GgufQuantization {
@@ -47,6 +51,7 @@ struct GgufQuantization {
   // Per quantized matrix (GGUF name): what weighted its scale search — "imatrix",
   // "calibration" (diag(XᵀX)) or "uniform" (no statistics); absent for float types.
   std::map<std::string, std::string> scale_importance;
+  BlockReconstruction blocks;  // empty unless options.block
 };
 
 // Quantizes `model` in place (its weights become what the GGUF file computes: the dequantized
