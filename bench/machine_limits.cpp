@@ -253,15 +253,18 @@ double run_peak_loop(Limit limit, long steps, int threads) {
 
 double machine_limit(Limit limit, int threads) {
   threads = clamp_threads(threads);
-  static std::mutex mutex;
+  static std::recursive_mutex mutex;
   static std::map<std::pair<int, int>, double> cache;
-  const std::lock_guard<std::mutex> lock(mutex);
+  const std::lock_guard<std::recursive_mutex> lock(mutex);
   const auto key = std::make_pair(static_cast<int>(limit), threads);
   const auto found = cache.find(key);
   if (found != cache.end()) return found->second;
-  const double per_second =
-      limit == Limit::kDramRead ? measure_dram(threads) : measure_peak(limit, threads);
-  const double value = per_second * 1e-9;
+  double value =
+      1e-9 * (limit == Limit::kDramRead ? measure_dram(threads) : measure_peak(limit, threads));
+  // More threads never read slower than one on an idle machine: a busy machine that kept the
+  // threads from running together (wall-timed fallback) does not lower the limit below that.
+  if (limit == Limit::kDramRead && threads > 1)
+    value = std::max(value, machine_limit(Limit::kDramRead, 1));
   cache.emplace(key, value);
   return value;
 }
@@ -397,8 +400,9 @@ std::uint64_t DramBuffer::read(int threads, Timing* timing) const {
   if (timing != nullptr) {
     timing->wall_seconds = last_end - first_start;
     timing->slowest_cpu_seconds = slowest_cpu;
-    timing->concurrent =
-        all_running && earliest_end - latest_start >= 0.9 * (last_end - first_start);
+    // One thread has nothing to overlap with: its CPU clock times exactly its own reading.
+    timing->concurrent = threads == 1 || (all_running && earliest_end - latest_start >=
+                                                             0.9 * (last_end - first_start));
   }
   return sink;
 }

@@ -17,9 +17,9 @@
 // lone core clocks higher than all together, the many-thread peak can be a little high.) DRAM
 // bandwidth is shared by the cores: the best of 8 passes in which all threads ran together (each
 // on a core ≥ 90 % of its time, overlapping ≥ 90 %), timed by the slowest thread's CPU clock; if a
-// busy machine allows no such pass, the best wall-timed pass. The first benchmark that asks for a
-// limit pays for its measurement (well under a second; filling the DRAM buffer is most of it),
-// outside its timed loop.
+// busy machine allows no such pass, the best wall-timed pass (but never less than 1 thread's). The
+// first benchmark that asks for a limit pays for its measurement (well under a second; filling the
+// DRAM buffer is most of it), outside its timed loop.
 //
 // The counters are rate counters, so the console prints "/s" after the percentages.
 #pragma once
@@ -72,7 +72,7 @@ class DramBuffer {
   struct Timing {
     double wall_seconds = 0.0;         // first thread's start to last thread's end
     double slowest_cpu_seconds = 0.0;  // CPU time of the slowest thread
-    bool concurrent = false;  // all threads ran ≥ 90 % of their time, overlapping ≥ 90 %
+    bool concurrent = false;  // 1 thread, or all ran ≥ 90 % of their time, overlapping ≥ 90 %
   };
   // Reads every byte once with `threads` threads; returns a checksum (consume it).
   std::uint64_t read(int threads, Timing* timing = nullptr) const;
