@@ -13,7 +13,6 @@
 #include <mutex>
 #include <new>
 #include <stdexcept>
-#include <string>
 #include <utility>
 
 #include "limits/kernels.hpp"
