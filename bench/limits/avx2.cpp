@@ -62,10 +62,11 @@ std::int32_t int8_dot_avx2(long steps, int seed) {
       : [x] "x"(x), [w] "x"(w), [ones] "x"(ones)
       : "cc");
 #undef QROUND_INT8_CHAIN
-  __m256i sum = _mm256_xor_si256(_mm256_xor_si256(_mm256_xor_si256(a0, a1), a2), a3);
-  sum = _mm256_xor_si256(_mm256_xor_si256(_mm256_xor_si256(sum, a4), a5), a6);
-  sum = _mm256_add_epi32(_mm256_xor_si256(_mm256_xor_si256(sum, a7), a8), a9);
-  return _mm256_extract_epi32(sum, 0) ^ _mm256_extract_epi32(sum, 7);
+  __m256i sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), a2), a3);
+  sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(sum, a4), a5), a6);
+  sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(sum, a7), a8), a9);
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm256_extract_epi32(sum, 0)) +
+                                   static_cast<std::uint32_t>(_mm256_extract_epi32(sum, 7)));
 }
 
 std::uint64_t read_avx2(const std::uint64_t* data, std::size_t words) {
@@ -78,7 +79,7 @@ std::uint64_t read_avx2(const std::uint64_t* data, std::size_t words) {
     for (int j = 0; j < 8; ++j) acc[j] = _mm256_add_epi64(acc[j], _mm256_load_si256(p + i + j));
   }
   __m256i sum = acc[0];
-  for (int j = 1; j < 8; ++j) sum = _mm256_xor_si256(sum, acc[j]);
+  for (int j = 1; j < 8; ++j) sum = _mm256_add_epi32(sum, acc[j]);
   return static_cast<std::uint64_t>(_mm256_extract_epi64(sum, 0) ^ _mm256_extract_epi64(sum, 3));
 }
 

@@ -15,10 +15,11 @@ std::int32_t int8_dot_avx512vnni(long steps, int seed) {
     for (int i = 0; i < kFmaAccumulators; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], x, w);
   }
   __m512i sum = acc[0];
-  for (int i = 1; i < kFmaAccumulators; ++i) sum = _mm512_xor_si512(sum, acc[i]);
+  for (int i = 1; i < kFmaAccumulators; ++i) sum = _mm512_add_epi32(sum, acc[i]);
   alignas(64) std::int32_t lanes[16];
   _mm512_store_si512(lanes, sum);
-  return lanes[0] ^ lanes[15];
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(lanes[0]) +
+                                   static_cast<std::uint32_t>(lanes[15]));
 }
 
 }  // namespace qround::bench::limits

@@ -15,8 +15,9 @@ std::int32_t int8_dot_avxvnni(long steps, int seed) {
     for (int i = 0; i < kFmaAccumulators; ++i) acc[i] = _mm256_dpbusd_avx_epi32(acc[i], x, w);
   }
   __m256i sum = acc[0];
-  for (int i = 1; i < kFmaAccumulators; ++i) sum = _mm256_xor_si256(sum, acc[i]);
-  return _mm256_extract_epi32(sum, 0) ^ _mm256_extract_epi32(sum, 7);
+  for (int i = 1; i < kFmaAccumulators; ++i) sum = _mm256_add_epi32(sum, acc[i]);
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm256_extract_epi32(sum, 0)) +
+                                   static_cast<std::uint32_t>(_mm256_extract_epi32(sum, 7)));
 }
 
 }  // namespace qround::bench::limits

@@ -35,7 +35,7 @@ std::int32_t int8_dot_scalar(long steps, int seed) {
     }
   }
   std::uint32_t sum = 0;
-  for (int i = 0; i < kInt8Accumulators; ++i) sum ^= acc[i];
+  for (int i = 0; i < kInt8Accumulators; ++i) sum += acc[i];
   return static_cast<std::int32_t>(sum);
 }
 
