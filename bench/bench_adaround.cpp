@@ -1,23 +1,14 @@
 // AdaRound speed: iterations per second and GFLOP/s of the reconstruction term.
 //
-// Read the counters against the f32 FMA peak of the machine that runs them (FMA units × lanes ×
-// 2 flop × clock, or a measured FMA loop there); never against another machine's figure.
-//
 // Hessian mode: one iteration is the GEMM (Ŵ − W)·H, 2·out·in² flop (137 GFLOP at 4096²), plus
 // O(out·in) elementwise work (rectified sigmoid, regulariser, Adam). Minibatch mode: two GEMMs
 // against the batch, 4·batch·out·in flop. Iterations are timed
 // from the progress callback, without setup (grid, packing H) and the report's exact losses.
 //
-// Measured 2026-11-24 on a heavily shared host (load average 11–17 on 2 cores, so wall numbers are
-// far below what an idle machine gives; GFLOP/cpu_s is per busy core):
-//   Hessian 768²    36 it/s    84 GFLOP/cpu_s   (elementwise work and per-iteration overhead show)
-//   Hessian 2048²   3.4 it/s  149 GFLOP/cpu_s
-//   Hessian 4096²   0.53 it/s 186 GFLOP/cpu_s   (≈ 88 % of the per-core peak)
-//   Minibatch 4096², 2048 tokens, batch 32: 4.5 it/s, 25 GFLOP/cpu_s (bound by the O(out·in)
-//   elementwise passes and their memory traffic, not by the two small GEMMs)
-//   GEMM kernel alone (96 × 4096 · 4096 × 4096): 177 GFLOP/cpu_s; 96 × 768 · 768²: 221.
-// 10 000 Hessian iterations at 4096² are 1.37 PFLOP: ≥ 55 min at the 2-core peak, ≈ 62 min at the
-// measured per-core rate with both cores free.
+// Counters: pct_f32_peak is GFLOP/s as a share of the f32 FMA peak measured by this binary on
+// this machine with the threads the run uses (BM_PeakFmaF32). GFLOP/cpu_s (per busy core, useful on
+// a loaded host) compares with BM_PeakFmaF32/threads:1. 10 000 Hessian iterations at 4096² are
+// 1.37 PFLOP: divide by the measured peak for the floor of one such layer's training time.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -25,6 +16,7 @@
 #include <random>
 
 #include "../src/kernels/sgemm_packed.hpp"
+#include "machine_limits.hpp"
 #include "qround/adaround.hpp"
 
 namespace {
@@ -54,9 +46,9 @@ struct Seconds {
 };
 
 Seconds now() {
-  return {std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-              .count(),
-          static_cast<double>(std::clock()) / CLOCKS_PER_SEC};
+  return {
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(),
+      static_cast<double>(std::clock()) / CLOCKS_PER_SEC};
 }
 
 // Times iterations 2..k of one run through the progress callback (called after every iteration
@@ -84,7 +76,10 @@ void time_iterations(benchmark::State& state, const qround::LayerProblem& p,
   const double iters = static_cast<double>(k - 1) * static_cast<double>(state.iterations());
   state.counters["it/s"] = iters / total;
   state.counters["GFLOP/s"] = iters * flop_per_iteration / total * 1e-9;
-  // Per busy core (CPU seconds): comparable with the 210 GFLOP/s per-core peak on a loaded host.
+  qround::bench::report_share(state, iters * flop_per_iteration / total,
+                              qround::bench::Limit::kF32Fma, qround::bench::default_threads(),
+                              benchmark::Counter::kDefaults);
+  // Per busy core (CPU seconds): compare with the 1-thread f32 peak on a loaded host.
   state.counters["GFLOP/cpu_s"] = iters * flop_per_iteration / cpu * 1e-9;
   state.counters["other_s"] = setup;  // setup, first iteration, report
   state.counters["est_10k_s"] = 10000.0 * total / iters + setup;
@@ -98,7 +93,12 @@ void BM_AdaRoundHessian(benchmark::State& state) {
   const int k = n <= 768 ? 100 : (n <= 2048 ? 10 : 4);
   time_iterations(state, p, o, k, 2.0 * double(n) * double(n) * double(n));
 }
-BENCHMARK(BM_AdaRoundHessian)->Arg(768)->Arg(2048)->Arg(4096)->Iterations(1)->UseManualTime()
+BENCHMARK(BM_AdaRoundHessian)
+    ->Arg(768)
+    ->Arg(2048)
+    ->Arg(4096)
+    ->Iterations(1)
+    ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 
 void BM_AdaRoundMinibatch(benchmark::State& state) {
@@ -111,7 +111,10 @@ void BM_AdaRoundMinibatch(benchmark::State& state) {
   o.mode = qround::AdaRoundMode::kMinibatch;
   time_iterations(state, p, o, 50, 4.0 * o.batch * double(n) * double(n));
 }
-BENCHMARK(BM_AdaRoundMinibatch)->Arg(4096)->Iterations(1)->UseManualTime()
+BENCHMARK(BM_AdaRoundMinibatch)
+    ->Arg(4096)
+    ->Iterations(1)
+    ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 
 // The GEMM kernel alone, one thread, one row block (96 rows) against a packed in × in matrix:
@@ -127,8 +130,10 @@ void BM_SgemmPackedRowBlock(benchmark::State& state) {
     qround::kernels::sgemm_packed(m, n, n, a.data(), n, packed.data(), c.data(), n, work.data());
     benchmark::ClobberMemory();
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * n * state.iterations() * 1e-9,
-                                                 benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * m * n * n * state.iterations() * 1e-9, benchmark::Counter::kIsRate);
+  qround::bench::report_share(state, 2.0 * m * n * n * state.iterations(),
+                              qround::bench::Limit::kF32Fma, 1, benchmark::Counter::kIsRate);
   state.SetLabel(qround::kernels::sgemm_packed_isa());
 }
 BENCHMARK(BM_SgemmPackedRowBlock)->Arg(768)->Arg(4096)->Unit(benchmark::kMillisecond);

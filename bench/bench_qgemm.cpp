@@ -1,20 +1,24 @@
 // Packed-weight matrix products. Names: qgemm_<wNaM>[_cold]/<path>/<tokens>/<out>/<in>, where
 // path is the kernel ISA (or "eigen" for the f32 baseline qgemm_f32). Counters: GOPS = 2·M·N·K
 // per second / 1e9, GBps = packed weight bytes streamed per second / 1e9. "_cold" variants cycle
-// through enough copies of the weights to exceed twice the last-level cache (32 MiB here), which
-// is what a real model's decode sees.
+// through enough copies of the weights to exceed twice the last-level cache (at least 64 MiB),
+// which is what a real model's decode sees.
 //   w4a32: the float-activation path (qgemm_float) on the w4a8 weights.
 //   w8a8: 8-bit symmetric per-row weights (int8 container); w4a8: 4-bit symmetric, groups of 32
 //   (int4 container, like q4_0). Activations: int8 per token (dynamic).
-// Read against the running machine's int8 dot-product and f32 FMA peaks and its DRAM read
-// bandwidth (bench_memory measures the latter).
+// Shares of this machine's limits, measured by this binary with OpenMP's default thread count (what
+// qgemm uses; machine_limits.hpp): pct_int8_peak (integer paths, of the int8 dot-product peak),
+// pct_f32_peak (float paths, of the f32 FMA peak), pct_dram (weights from DRAM: the _cold variants
+// and the f32 baseline, of the DRAM read bandwidth; GBps counts the weight bytes only).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "machine_limits.hpp"
 #include "qround/isa.hpp"
 #include "qround/packed.hpp"
 #include "qround/qgemm.hpp"
@@ -22,7 +26,9 @@
 namespace qround {
 namespace {
 
-constexpr std::size_t kColdBytes = std::size_t{64} << 20;  // 2 × LLC
+std::size_t cold_bytes() {
+  return std::max(2 * bench::last_level_cache_bytes(), std::size_t{64} << 20);
+}
 
 struct Shape {
   Index tokens, out, in;
@@ -56,19 +62,25 @@ MatrixF random_inputs(Index tokens, Index in) {
   return MatrixF::NullaryExpr(tokens, in, [&] { return n(rng); });
 }
 
-void set_counters(benchmark::State& state, const Shape& s, double weight_bytes) {
+// `compute`: the peak the arithmetic runs against; `from_dram`: whether the weights stream from
+// DRAM.
+void set_counters(benchmark::State& state, const Shape& s, double weight_bytes,
+                  bench::Limit compute, bool from_dram) {
   const double ops = 2.0 * double(s.tokens) * double(s.out) * double(s.in);
   state.counters["GOPS"] =
       benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GBps"] =
       benchmark::Counter(weight_bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  const int threads = bench::default_threads();
+  bench::report_share(state, ops, compute, threads);
+  if (from_dram) bench::report_share(state, weight_bytes, bench::Limit::kDramRead, threads);
 }
 
 void bench_qgemm(benchmark::State& state, Isa isa, int bits, Shape s, bool cold) {
   ScopedIsaOverride force(isa);
   const PackedMatrix first = random_packed(s.out, s.in, bits, 1);
   std::vector<std::unique_ptr<PackedMatrix>> copies;
-  const std::size_t count = cold ? kColdBytes / first.bytes() + 1 : 1;
+  const std::size_t count = cold ? cold_bytes() / first.bytes() + 1 : 1;
   for (std::size_t i = 0; i < count; ++i)
     copies.push_back(
         std::make_unique<PackedMatrix>(i == 0 ? first : random_packed(s.out, s.in, bits, 2 + i)));
@@ -80,7 +92,7 @@ void bench_qgemm(benchmark::State& state, Isa isa, int bits, Shape s, bool cold)
     benchmark::DoNotOptimize(y.data());
     next = (next + 1) % copies.size();
   }
-  set_counters(state, s, double(first.bytes()));
+  set_counters(state, s, double(first.bytes()), bench::Limit::kInt8Dot, cold);
 }
 
 // Float-activation path (weights dequantized on the fly, f32 accumulation; portable code).
@@ -91,7 +103,7 @@ void bench_float_path(benchmark::State& state, int bits, Shape s) {
     MatrixF y = qgemm_float(packed, x);
     benchmark::DoNotOptimize(y.data());
   }
-  set_counters(state, s, double(packed.bytes()));
+  set_counters(state, s, double(packed.bytes()), bench::Limit::kF32Fma, false);
 }
 
 void bench_eigen(benchmark::State& state, Shape s) {
@@ -102,7 +114,7 @@ void bench_eigen(benchmark::State& state, Shape s) {
     y.noalias() = x * w.transpose();
     benchmark::DoNotOptimize(y.data());
   }
-  set_counters(state, s, double(w.size()) * sizeof(float));
+  set_counters(state, s, double(w.size()) * sizeof(float), bench::Limit::kF32Fma, true);
 }
 
 std::string shape_name(const Shape& s) {

@@ -1,6 +1,7 @@
 // Shared setup of the FlexRound / NUPES benchmarks: a square layer in Hessian mode. H is built as
 // d·I + V Vᵀ (V: in × 32), cheap to form at 4096² and as costly per iteration as any dense H.
-// Compare GFLOP/s with the f32 FMA peak of the machine that runs the benchmark.
+// pct_f32_peak: GFLOP/s as a share of the f32 FMA peak this binary measures on this machine with
+// OpenMP's default thread count (BM_PeakFmaF32), which the methods use.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <string_view>
 
+#include "machine_limits.hpp"
 #include "qround/detail/rng.hpp"
 #include "qround/problem.hpp"
 
@@ -30,9 +32,11 @@ inline LayerProblem square_hessian_problem(Index n, std::uint64_t seed) {
 inline void set_iteration_counters(benchmark::State& state, Index n, double iterations_per_call) {
   const double flops = 2.0 * static_cast<double>(n) * static_cast<double>(n) *
                        static_cast<double>(n) * iterations_per_call;
-  state.counters["it/s"] = benchmark::Counter(iterations_per_call, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["it/s"] =
+      benchmark::Counter(iterations_per_call, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  report_share(state, flops, Limit::kF32Fma, default_threads());
 }
 
 // Times `iterations` training iterations of `run(iterations, progress)` between its first and last
