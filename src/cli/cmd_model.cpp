@@ -23,11 +23,11 @@
 #include "qround/io/npy.hpp"
 #include "qround/io/report.hpp"
 #include "qround/io/safetensors.hpp"
+#include "qround/model/block_reconstruction.hpp"
 #include "qround/model/calibration_imatrix.hpp"
 #include "qround/model/evaluation.hpp"
 #include "qround/model/gguf_quantize.hpp"
 #include "qround/model/llama_adapter.hpp"
-#include "qround/model/block_reconstruction.hpp"
 #include "qround/model/type_allocation.hpp"
 #include "qround/model/type_mix.hpp"
 #include "qround/pipeline.hpp"
@@ -121,9 +121,10 @@ MethodChoice take_method(Args& args) {
   o.batch_windows = args.take_int("block-batch", o.batch_windows, 1, 1 << 20);
   const std::string target = args.take("block-target").value_or("float");
   if (target != "float" && target != "local")
-    throw UsageError(fmt::format("--block-target {}: expected float (the float model's block "
-                                 "output) or local (the float block on the quantized input)",
-                                 target));
+    throw UsageError(
+        fmt::format("--block-target {}: expected float (the float model's block "
+                    "output) or local (the float block on the quantized input)",
+                    target));
   o.asymmetric_target = target == "float";
   try {
     o.validate();
@@ -149,7 +150,8 @@ void print_blocks(const model::BlockReconstruction& r) {
   fmt::print("block reconstruction {:.1f} s\n", r.seconds);
 }
 
-json::Value blocks_json(const model::BlockReconstruction& r, const model::BlockReconstructionOptions& o) {
+json::Value blocks_json(const model::BlockReconstruction& r,
+                        const model::BlockReconstructionOptions& o) {
   json::Value v = json::Value::object();
   v.set("iterations", o.iterations);
   v.set("lr", o.lr);

@@ -52,11 +52,11 @@ struct LayerVariables {
   QuantizedLayer* layer = nullptr;
   bool trainable = false;
   bool learn_scale = false;
-  MatrixF base;   // integer codes held as float
-  MatrixF alpha;  // rounding variables
-  MatrixF soft;   // soft weights of the current α
-  MatrixF chain;  // s·dh/dα per weight
-  MatrixF h, dh;  // h(α), dh/dα
+  MatrixF base;              // integer codes held as float
+  MatrixF alpha;             // rounding variables
+  MatrixF soft;              // soft weights of the current α
+  MatrixF chain;             // s·dh/dα per weight
+  MatrixF h, dh;             // h(α), dh/dα
   MatrixF log_scale, scale;  // σ and s₀·exp(σ), rows × groups (learn_scale only)
   MatrixF scale_grad;
   detail::Adam adam, scale_adam;
@@ -155,15 +155,19 @@ void BlockReconstructionOptions::validate() const {
   if (iterations < 0 || iterations > (1 << 24))
     bad(fmt::format("iterations = {} must be in [0, 2^24]", iterations));
   if (!(lr > 0.0 && std::isfinite(lr))) bad(fmt::format("lr = {} must be > 0", lr));
+  if (!(scale_lr >= 0.0 && std::isfinite(scale_lr)))
+    bad(fmt::format("scale_lr = {} must be ≥ 0 (0 freezes the scales)", scale_lr));
   if (!(adam_beta1 >= 0.0 && adam_beta1 < 1.0) || !(adam_beta2 >= 0.0 && adam_beta2 < 1.0))
     bad(fmt::format("Adam betas {}, {} must be in [0, 1)", adam_beta1, adam_beta2));
   if (!(adam_eps > 0.0)) bad(fmt::format("adam_eps = {} must be > 0", adam_eps));
-  if (!(lambda >= 0.0 && std::isfinite(lambda))) bad(fmt::format("lambda = {} must be ≥ 0", lambda));
+  if (!(lambda >= 0.0 && std::isfinite(lambda)))
+    bad(fmt::format("lambda = {} must be ≥ 0", lambda));
   if (!(warm_start >= 0.0 && warm_start <= 1.0))
     bad(fmt::format("warm_start = {} must be in [0, 1]", warm_start));
   if (!(beta_start >= 1.0 && beta_end >= 1.0 && std::isfinite(beta_start)))
     bad(fmt::format("beta {} → {} must stay ≥ 1", beta_start, beta_end));
-  if (!(zeta > 1.0 && gamma < 0.0)) bad(fmt::format("zeta = {} must be > 1 and gamma = {} < 0", zeta, gamma));
+  if (!(zeta > 1.0 && gamma < 0.0))
+    bad(fmt::format("zeta = {} must be > 1 and gamma = {} < 0", zeta, gamma));
   if (batch_windows < 1) bad(fmt::format("batch_windows = {} must be ≥ 1", batch_windows));
   if (threads < 0) bad(fmt::format("threads = {} must be ≥ 0", threads));
 }
@@ -172,8 +176,8 @@ double block_loss(const LlamaModel& model, int l, const std::vector<MatrixF>& x,
                   const std::vector<MatrixF>& y,
                   const std::array<const MatrixF*, kLinearsPerBlock>& weights, int threads) {
   if (x.size() != y.size() || x.empty())
-    throw InvalidArgument(fmt::format("block loss: {} inputs and {} targets (need ≥ 1, equal)",
-                                      x.size(), y.size()));
+    throw InvalidArgument(
+        fmt::format("block loss: {} inputs and {} targets (need ≥ 1, equal)", x.size(), y.size()));
   const BlockParams<float> p = params_of(model.weights().blocks.at(l), weights);
   std::vector<double> sums(x.size(), 0.0);
   Index tokens = 0;
@@ -322,11 +326,10 @@ BlockReconstruction reconstruct_blocks(LlamaModel& model, const LlamaModel& floa
           break;
         }
         if (it % 50 == 0 || it + 1 == options.iterations) outcome.loss_curve.emplace_back(it, rec);
-        const bool regularise =
-            static_cast<double>(it) >= options.warm_start * options.iterations;
-        const float beta = static_cast<float>(detail::anneal(
-            options.beta_start, options.beta_end, it, options.iterations, options.warm_start,
-            detail::AnnealShape::kCosine));
+        const bool regularise = static_cast<double>(it) >= options.warm_start * options.iterations;
+        const float beta = static_cast<float>(
+            detail::anneal(options.beta_start, options.beta_end, it, options.iterations,
+                           options.warm_start, detail::AnnealShape::kCosine));
         const float lambda = static_cast<float>(options.lambda);
         for (int k = 0; k < kLinearsPerBlock; ++k) {
           LayerVariables& v = vars[k];
@@ -404,7 +407,8 @@ BlockReconstruction reconstruct_blocks(LlamaModel& model, const LlamaModel& floa
       } else {
         outcome.final_loss = outcome.initial_loss;
         for (int k = 0; k < kLinearsPerBlock; ++k)
-          if (vars[k].trainable) outcome.kept_per_layer.push_back(model.linear_name(vars[k].linear));
+          if (vars[k].trainable)
+            outcome.kept_per_layer.push_back(model.linear_name(vars[k].linear));
       }
     } else {
       outcome.final_loss = outcome.initial_loss;

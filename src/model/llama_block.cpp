@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "qround/error.hpp"
@@ -11,6 +12,10 @@ namespace {
 
 template <typename S>
 using Mat = BlockMatrix<S>;
+
+// Query rows per tile of the causal attention: small enough that little of the masked half is
+// computed, large enough for efficient products.
+constexpr Index kCausalTile = 64;
 template <typename S>
 using Vec = BlockVector<S>;
 
@@ -89,19 +94,27 @@ bool block_forward(const LlamaConfig& c, const RopeTable& rope, const BlockParam
   rope_rotate(rope, hs, tp.k, +1);
   tp.att.resize(T, c.dim);
   if (tape) tp.probs.resize(c.n_heads);
-  Mat<S> scores(T, T);
+  Mat<S> scratch_probs;
   for (int h = 0; h < c.n_heads; ++h) {
     const int kvh = h / group;
-    scores.noalias() = tp.q.middleCols(h * hs, hs) * tp.k.middleCols(kvh * hs, hs).transpose();
-    for (Index t = 0; t < T; ++t) {
-      auto row = scores.row(t).head(t + 1).array();
-      row *= inv_sqrt_hs;
-      row = (row - row.maxCoeff()).exp();
-      row /= row.sum();
-      scores.row(t).tail(T - t - 1).setZero();
+    Mat<S>& probs = tape ? tp.probs[h] : scratch_probs;
+    probs.resize(T, T);
+    // Causal: a tile of query rows [r0, r0 + rows) sees keys [0, r0 + rows) only, so the masked
+    // half of q·kᵀ is never computed. Entries right of the diagonal inside a tile are set to 0.
+    for (Index r0 = 0; r0 < T; r0 += kCausalTile) {
+      const Index rows = std::min<Index>(kCausalTile, T - r0), keys = r0 + rows;
+      auto p = probs.block(r0, 0, rows, keys);
+      p.noalias() =
+          tp.q.block(r0, h * hs, rows, hs) * tp.k.block(0, kvh * hs, keys, hs).transpose();
+      for (Index i = 0; i < rows; ++i) {
+        auto row = p.row(i).head(r0 + i + 1).array();
+        row *= inv_sqrt_hs;
+        row = (row - row.maxCoeff()).exp();
+        row /= row.sum();
+        p.row(i).tail(rows - i - 1).setZero();
+      }
+      tp.att.block(r0, h * hs, rows, hs).noalias() = p * tp.v.block(0, kvh * hs, keys, hs);
     }
-    tp.att.middleCols(h * hs, hs).noalias() = scores * tp.v.middleCols(kvh * hs, hs);
-    if (tape) tp.probs[h] = scores;
   }
   Mat<S> o;
   if (!linear(BlockLinear::kO, tp.att, o)) return false;
@@ -155,20 +168,26 @@ void block_backward(const LlamaConfig& c, const RopeTable& rope, const BlockPara
   Mat<S> dprob(T, T);
   for (int h = 0; h < c.n_heads; ++h) {
     const int kvh = h / group;
-    const Mat<S>& prob = tp.probs[h];
-    const auto da = datt.middleCols(h * hs, hs);
-    dprob.noalias() = da * tp.v.middleCols(kvh * hs, hs).transpose();
-    dv.middleCols(kvh * hs, hs).noalias() += prob.transpose() * da;
-    // Softmax backward per row, then the 1/√hs of the scores: dS = P ⊙ (dP − Σ P dP) / √hs.
-    for (Index t = 0; t < T; ++t) {
-      const S dot = prob.row(t).head(t + 1).dot(dprob.row(t).head(t + 1));
-      dprob.row(t).head(t + 1) =
-          (prob.row(t).head(t + 1).array() * (dprob.row(t).head(t + 1).array() - dot)) *
-          inv_sqrt_hs;
-      dprob.row(t).tail(T - t - 1).setZero();
+    const Mat<S>& probs = tp.probs[h];
+    for (Index r0 = 0; r0 < T; r0 += kCausalTile) {  // the forward pass's tiles
+      const Index rows = std::min<Index>(kCausalTile, T - r0), keys = r0 + rows;
+      const auto p = probs.block(r0, 0, rows, keys);
+      const auto da = datt.block(r0, h * hs, rows, hs);
+      auto ds = dprob.block(r0, 0, rows, keys);
+      ds.noalias() = da * tp.v.block(0, kvh * hs, keys, hs).transpose();
+      dv.block(0, kvh * hs, keys, hs).noalias() += p.transpose() * da;
+      // Softmax backward per row, then the 1/√hs of the scores: dS = P ⊙ (dP − Σ P dP) / √hs.
+      for (Index i = 0; i < rows; ++i) {
+        const Index n = r0 + i + 1;
+        const S dot = p.row(i).head(n).dot(ds.row(i).head(n));
+        ds.row(i).head(n) =
+            (p.row(i).head(n).array() * (ds.row(i).head(n).array() - dot)) * inv_sqrt_hs;
+        ds.row(i).tail(keys - n).setZero();
+      }
+      dq.block(r0, h * hs, rows, hs).noalias() += ds * tp.k.block(0, kvh * hs, keys, hs);
+      dk.block(0, kvh * hs, keys, hs).noalias() +=
+          ds.transpose() * tp.q.block(r0, h * hs, rows, hs);
     }
-    dq.middleCols(h * hs, hs).noalias() += dprob * tp.k.middleCols(kvh * hs, hs);
-    dk.middleCols(kvh * hs, hs).noalias() += dprob.transpose() * tp.q.middleCols(h * hs, hs);
   }
   rope_rotate(rope, hs, dq, -1);
   rope_rotate(rope, hs, dk, -1);

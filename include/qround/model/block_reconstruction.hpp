@@ -54,11 +54,11 @@ struct BlockReconstructionOptions {
 
 struct BlockOutcome {
   int block = 0;
-  double initial_loss = 0.0;  // block loss (per token) of the per-layer codes
-  double learned_loss = 0.0;  // of the learned codes, before keep-best
-  double final_loss = 0.0;    // of what was kept (≤ initial_loss)
-  std::vector<std::string> kept_per_layer;  // layers whose per-layer codes were kept
-  std::vector<std::string> frozen;          // layers that could not be trained (and why)
+  double initial_loss = 0.0;                       // block loss (per token) of the per-layer codes
+  double learned_loss = 0.0;                       // of the learned codes, before keep-best
+  double final_loss = 0.0;                         // of what was kept (≤ initial_loss)
+  std::vector<std::string> kept_per_layer;         // layers whose per-layer codes were kept
+  std::vector<std::string> frozen;                 // layers that could not be trained (and why)
   std::vector<std::pair<int, double>> loss_curve;  // (iteration, soft loss of the batch)
   double seconds = 0.0;
   std::vector<std::string> notes;  // e.g. training stopped on a non-finite loss
