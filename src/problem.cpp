@@ -9,11 +9,21 @@
 
 namespace qround {
 
-LayerProblem::LayerProblem(const MatrixFRef& weights, LayerProblemOptions options)
-    : options_(options), weights_(weights) {
-  if (weights_.rows() == 0 || weights_.cols() == 0)
+namespace {
+
+// The shape is checked before weights_ copies anything: copying a 2^62 × 0 matrix is an empty
+// loop of 2^62 iterations.
+const MatrixFRef& checked_weights(const MatrixFRef& weights) {
+  if (weights.rows() == 0 || weights.cols() == 0)
     throw InvalidArgument(fmt::format("weights are {}×{}: expected a non-empty out × in matrix",
-                                      weights_.rows(), weights_.cols()));
+                                      weights.rows(), weights.cols()));
+  return weights;
+}
+
+}  // namespace
+
+LayerProblem::LayerProblem(const MatrixFRef& weights, LayerProblemOptions options)
+    : options_(options), weights_(checked_weights(weights)) {
   require_finite(weights_, "weight matrix");
   h_ = MatrixD::Zero(cols(), cols());
 }

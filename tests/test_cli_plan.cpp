@@ -1,6 +1,7 @@
 // `qround plan` end to end: manifest with relative paths, the plan file, budgets, usage errors.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -66,6 +67,25 @@ TEST(CliPlan, Errors) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("frobnicate"), std::string::npos) << r.err;
   EXPECT_EQ(run_cli("plan --layers '" + dir.file("missing.json") + "'" + out).exit_code, 1);
+}
+
+// Regression (issue 15): weights of shape (2^62, 0) made plan spin forever.
+TEST(CliPlan, EmptyWeightsWithAHugeShapeAreRefused) {
+  if (std::string(QROUND_CLI_PATH).empty()) GTEST_SKIP() << "CLI not built";
+  TempDir dir;
+  write_manifest(dir);
+  std::string header =
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 0), }";
+  header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
+  header += '\n';
+  std::ofstream(dir.file("w0.npy"), std::ios::binary)
+      << std::string("\x93NUMPY\x01\x00", 8) << static_cast<char>(header.size() & 0xff)
+      << static_cast<char>(header.size() >> 8) << header;
+  const CliResult r = run_cli("plan --layers '" + dir.file("manifest.json") +
+                              "' --bits 2,4 --out '" + dir.file("plan.json") + "'");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("4611686018427387904"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("plan.json")));
 }
 
 TEST(CliPlan, FormatCandidatesErrors) {

@@ -1,23 +1,22 @@
 // `qround quantize` end to end: outputs, the min-max RTN reference on real layers, exit codes, and
 // nothing half-written on failure.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <tuple>
 
-#include <fmt/format.h>
-
 #include "cli_runner.hpp"
-#include <cstring>
-
 #include "qround/ggml_codec.hpp"
 #include "qround/io/gguf.hpp"
 #include "qround/io/imatrix.hpp"
-#include "qround/scale_search.hpp"
 #include "qround/io/json.hpp"
 #include "qround/io/npy.hpp"
+#include "qround/scale_search.hpp"
 #include "qround/synthetic.hpp"
 
 namespace qround {
@@ -207,6 +206,32 @@ TEST(CliQuantize, RuntimeErrorsExitOneWithOneLineAndWriteNothing) {
   }
   EXPECT_EQ(dir.entries(),
             (std::vector<std::string>{"W.npy", "X.npy", "nan.npy", "narrow.npy", "trunc.npy"}));
+}
+
+// A 128-byte .npy declaring `shape` with no data (numpy's version 1.0 layout).
+void write_empty_npy(const std::string& path, const std::string& shape) {
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+  header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
+  header += '\n';
+  const std::string pre = std::string("\x93NUMPY\x01\x00", 8) +
+                          static_cast<char>(header.size() & 0xff) +
+                          static_cast<char>(header.size() >> 8);
+  std::ofstream(path, std::ios::binary) << pre << header;
+}
+
+// Regression (issue 15): weights of shape (2^62, 0) made quantize spin forever.
+TEST(CliQuantize, EmptyWeightsWithAHugeShapeAreRefused) {
+  TempDir dir;
+  const LayerFiles f = write_synthetic(dir);
+  const std::string out = dir.file("out");
+  for (const char* shape : {"(4611686018427387904, 0)", "(0, 4611686018427387904)"}) {
+    write_empty_npy(dir.file("hostile.npy"), shape);
+    const auto r = run_cli(fmt::format("quantize --weights {} --inputs {} --out {}",
+                                       dir.file("hostile.npy"), f.inputs, out));
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find(shape), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
 }
 
 TEST(CliQuantize, AFailedRunLeavesAnEarlierResultUntouchedAndASuccessReplacesIt) {

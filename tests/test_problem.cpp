@@ -289,6 +289,18 @@ std::string error_of(F&& f) {
   return "";
 }
 
+// Regression (issue 15): the weights were copied before the emptiness check, and copying a
+// 2^62 × 0 matrix loops 2^62 times over its empty rows.
+TEST(LayerProblem, EmptyWeightsWithAHugeDimensionAreRefusedBeforeAnyCopy) {
+  const float none = 0.0f;
+  const Index huge = Index{1} << 62;
+  const Eigen::Map<const MatrixF> tall(&none, huge, 0), wide(&none, 0, huge);
+  EXPECT_NE(error_of([&] { LayerProblem p(tall); }).find("4611686018427387904×0"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { LayerProblem p(wide); }).find("0×4611686018427387904"),
+            std::string::npos);
+}
+
 TEST(LayerProblem, BadInputsNameTheProblem) {
   const MatrixF w = random_matrix(4, 8, 16);
   MatrixF nan_w = w;
