@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdint>
 
 #include "qround/detail/dense.hpp"
+#include "qround/memory_limit.hpp"
 #include "qround/scale_search.hpp"
 
 namespace qround {
@@ -17,6 +19,16 @@ const MatrixFRef& checked_weights(const MatrixFRef& weights) {
   if (weights.rows() == 0 || weights.cols() == 0)
     throw InvalidArgument(fmt::format("weights are {}×{}: expected a non-empty out × in matrix",
                                       weights.rows(), weights.cols()));
+  // The in × in Hessian is the big allocation: its cost is checked against the memory limit
+  // before anything is allocated (a 1 × 30000 layer needs 7.2 GB).
+  const auto in = static_cast<std::uint64_t>(weights.cols());
+  const std::uint64_t hessian = bytes_for(in, in, sizeof(double));
+  const std::uint64_t copy =
+      bytes_for(static_cast<std::uint64_t>(weights.rows()), in, sizeof(float));
+  require_memory(
+      hessian > UINT64_MAX - copy ? UINT64_MAX : hessian + copy,
+      fmt::format("a {}×{} layer (its {}×{} Hessian in double and a copy of the weights)",
+                  weights.rows(), weights.cols(), weights.cols(), weights.cols()));
   return weights;
 }
 
@@ -93,6 +105,13 @@ void LayerProblem::add_batch(const MatrixFRef& x_quantized, const MatrixFRef& x_
   require_finite(x_quantized, "calibration batch (quantized inputs)");
   require_finite(x_float, "calibration batch (float inputs)");
   if (!has_target_) {
+    // C and H_xx: two more in × in matrices beside H.
+    const auto in = static_cast<std::uint64_t>(cols());
+    const std::uint64_t one = bytes_for(in, in, sizeof(double));
+    require_memory(one > UINT64_MAX / 3 ? UINT64_MAX : 3 * one,
+                   fmt::format("an asymmetric target for a {}×{} layer (H, C and H_xx, each {}×{} "
+                               "in double)",
+                               rows(), cols(), cols(), cols()));
     has_target_ = true;
     c_ = MatrixD::Zero(cols(), cols());
     hxx_ = MatrixD::Zero(cols(), cols());

@@ -234,6 +234,32 @@ TEST(CliQuantize, EmptyWeightsWithAHugeShapeAreRefused) {
   }
 }
 
+// Regression (issue 15): a layer whose Hessian does not fit ended in "unexpected error:
+// std::bad_alloc"; it is refused before allocating, naming the shape, the bytes and the limit.
+TEST(CliQuantize, AHessianOverTheMemoryLimitIsRefused) {
+  TempDir dir;
+  const LayerFiles f{dir.file("W.npy"), dir.file("X.npy")};  // 1 × 1024: 8 MiB of Hessian
+  io::save_npy(f.weights, testing::random_matrix(1, 1024, 1));
+  io::save_npy(f.inputs, testing::random_matrix(16, 1024, 2));  // 64 KiB
+  const std::string out = dir.file("out");
+  const std::string base =
+      fmt::format("quantize --weights {} --inputs {} --out {} --quiet", f.weights, f.inputs, out);
+  for (const auto& [extra, env, source] : {std::tuple<std::string, std::string, std::string>{
+                                               " --max-memory 1M", "", "--max-memory 1M"},
+                                           {"", "QROUND_MAX_MEMORY=2M", "QROUND_MAX_MEMORY=2M"}}) {
+    const auto r = run_cli(base + extra, env);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    for (const std::string& part : {std::string("1×1024"), std::string("8392704 bytes"), source})
+      EXPECT_NE(r.err.find(part), std::string::npos) << part << " in: " << r.err;
+    EXPECT_EQ(r.err.find("bad_alloc"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+  EXPECT_EQ(run_cli(base + " --max-memory lots").exit_code, 2);
+  EXPECT_EQ(run_cli(base + " --max-memory 0").exit_code, 2);
+  EXPECT_EQ(run_cli(base + " --max-memory 64M").exit_code, 0);
+  EXPECT_TRUE(fs::exists(out));
+}
+
 TEST(CliQuantize, AFailedRunLeavesAnEarlierResultUntouchedAndASuccessReplacesIt) {
   TempDir dir;
   const LayerFiles f = write_synthetic(dir);

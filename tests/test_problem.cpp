@@ -3,9 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <functional>
 #include <limits>
+#include <string>
 #include <vector>
 
+#include "qround/error.hpp"
+#include "qround/memory_limit.hpp"
 #include "qround/problem.hpp"
 #include "qround/scale_search.hpp"
 #include "test_helpers.hpp"
@@ -299,6 +304,70 @@ TEST(LayerProblem, EmptyWeightsWithAHugeDimensionAreRefusedBeforeAnyCopy) {
             std::string::npos);
   EXPECT_NE(error_of([&] { LayerProblem p(wide); }).find("0×4611686018427387904"),
             std::string::npos);
+}
+
+// Sets the process's memory limit for one scope.
+class ScopedMemoryLimit {
+ public:
+  explicit ScopedMemoryLimit(std::uint64_t bytes) { set_memory_limit(bytes, "the test's limit"); }
+  ~ScopedMemoryLimit() { set_memory_limit(0); }
+  ScopedMemoryLimit(const ScopedMemoryLimit&) = delete;
+  ScopedMemoryLimit& operator=(const ScopedMemoryLimit&) = delete;
+};
+
+std::string memory_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const MemoryLimitError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Regression (issue 15): a 1 × 30000 layer allocated its 7.2 GB Hessian up front and a small
+// machine answered std::bad_alloc. The cost is checked first, against one limit.
+TEST(LayerProblem, AHessianOverTheMemoryLimitIsRefusedBeforeAllocating) {
+  ScopedMemoryLimit limit(1 << 20);
+  const MatrixF w = MatrixF::Zero(1, 1000);  // 8 000 000 bytes of Hessian + 4 000 of weights
+  const std::string what = memory_error_of([&] { LayerProblem p(w); });
+  for (const char* part :
+       {"1×1000 layer", "1000×1000 Hessian", "8004000 bytes", "1048576 bytes", "the test's limit"})
+    EXPECT_NE(what.find(part), std::string::npos) << part << " in: " << what;
+  // Under the limit it is built; an asymmetric target's two more in × in matrices are not.
+  const MatrixF small = random_matrix(4, 240, 3);  // 460 800 bytes of H, 3× that with a target
+  LayerProblem p(small);
+  const MatrixF x = random_matrix(8, 240, 4);
+  EXPECT_NE(memory_error_of([&] { p.add_batch(x, x); }).find("asymmetric target"),
+            std::string::npos);
+  EXPECT_EQ(p.tokens(), 0);
+  p.add_batch(x);
+  EXPECT_EQ(p.tokens(), 8);
+}
+
+TEST(MemoryLimit, ParsesSizesAndTheEnvironment) {
+  EXPECT_EQ(parse_memory_size("123456"), 123456u);
+  EXPECT_EQ(parse_memory_size("64k"), 65536u);
+  EXPECT_EQ(parse_memory_size("512M"), 512u << 20);
+  EXPECT_EQ(parse_memory_size("4G"), std::uint64_t{4} << 30);
+  EXPECT_EQ(parse_memory_size("1.5GiB"), std::uint64_t{3} << 29);
+  EXPECT_EQ(parse_memory_size("2TB"), std::uint64_t{2} << 40);
+  EXPECT_GT(parse_memory_size("50%"), 0u);
+  for (const char* bad : {"", "x", "4Q", "4GG", "0", "-1", "200%", "nan", "1e400"})
+    EXPECT_THROW(parse_memory_size(bad), InvalidArgument) << bad;
+  EXPECT_GT(memory_limit(), 0u);
+  ::setenv("QROUND_MAX_MEMORY", "3M", 1);
+  EXPECT_EQ(memory_limit(), 3u << 20);
+  EXPECT_NE(memory_limit_source().find("QROUND_MAX_MEMORY"), std::string::npos);
+  {
+    ScopedMemoryLimit limit(5 << 20);  // an explicit setting wins over the environment
+    EXPECT_EQ(memory_limit(), 5u << 20);
+  }
+  ::setenv("QROUND_MAX_MEMORY", "lots", 1);
+  EXPECT_THROW(memory_limit(), InvalidArgument);
+  ::unsetenv("QROUND_MAX_MEMORY");
+  EXPECT_NO_THROW(require_memory(1, "one byte"));
+  EXPECT_THROW(require_memory(UINT64_MAX, "everything"), MemoryLimitError);
+  EXPECT_EQ(bytes_for(std::uint64_t{1} << 40, std::uint64_t{1} << 40, 8), UINT64_MAX);
 }
 
 TEST(LayerProblem, BadInputsNameTheProblem) {

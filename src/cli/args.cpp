@@ -8,6 +8,9 @@
 #include <cstring>
 #include <sstream>
 
+#include "qround/error.hpp"
+#include "qround/memory_limit.hpp"
+
 namespace qround::cli {
 
 Args::Args(int argc, char** argv) {
@@ -121,6 +124,16 @@ bool wants_help(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) return true;
   return false;
 }
+void take_max_memory(Args& args) {
+  const auto text = args.take("max-memory");
+  if (!text) return;
+  try {
+    set_memory_limit(parse_memory_size(*text), "--max-memory " + *text);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(fmt::format("--max-memory: {}", e.what()));
+  }
+}
+
 std::vector<int> parse_bit_widths(const std::string& option, const std::string& text) {
   std::vector<int> bits;
   std::stringstream ss(text);

@@ -54,4 +54,7 @@ namespace qround::cli {
 std::vector<int> parse_bit_widths(const std::string& option, const std::string& text);
 // True when the arguments ask for help (--help or -h anywhere).
 bool wants_help(int argc, char** argv);
+// --max-memory SIZE (e.g. 4G, 50%): sets the memory limit every entry point checks its
+// allocations against (qround/memory_limit.hpp); UsageError if malformed.
+void take_max_memory(Args& args);
 }  // namespace qround::cli

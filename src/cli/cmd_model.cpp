@@ -38,6 +38,7 @@ constexpr const char* kHelp =
     R"(usage: qround model --model M.bin|M.gguf [--tokenizer T.bin] --calib TEXT [--calib-tokens N]
                     --eval TEXT [--eval-tokens N] [--method M] [--bits B] [--group-size G]
                     [--symmetric] [--scale-search S] [--iterations N] [--seed S] [--threads T]
+                    [--max-memory SIZE]
                     [--one-shot] [--asymmetric-target] [--float-activations]
                     [--mixed-budget BPW [--mixed-bits 2,3,4,8]]
                     [--eval-skip N] [--imatrix-out FILE [--imatrix-process-output]]
@@ -89,6 +90,8 @@ constexpr const char* kHelp =
                        least-loss allocation whose storage (codes, scales, zero points) fits BPW
                        bits per weight; then quantize sequentially with those widths
   --dump-dequant DIR   write DIR/NAME.npy with each layer's dequantized weights
+  --max-memory SIZE    refuse, before allocating, a layer whose Hessian (in² doubles) needs
+                       more than SIZE bytes (e.g. 4G, 50%; default 80% of this process's memory)
   --out                with --format: the GGUF file; else packed layers, scales, zero points and
                        grid metadata (safetensors)
 
@@ -439,6 +442,7 @@ int run_model(int argc, char** argv) {
     return 0;
   }
   Args args(argc, argv);
+  take_max_memory(args);
   const ModelPaths paths = take_model_paths(args);
   if (auto format = args.take("format")) return run_model_gguf(args, paths, *format);
   if (args.take_flag("pure")) throw UsageError("--pure needs --format");

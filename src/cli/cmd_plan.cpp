@@ -28,7 +28,8 @@ constexpr const char* kHelp =
     R"(usage: qround plan --layers manifest.json [--bits 2,3,4,8 | --formats q4_0,q4_k,q6_k]
                    [--method M] [--group-size G]
                    [--symmetric] [--scale-search minmax|mse|hessian] [--budget BPW | --budget-bytes N]
-                   [--iterations N] [--seed S] [--threads T] [--quiet] --out plan.json [method options]
+                   [--iterations N] [--seed S] [--threads T] [--max-memory SIZE] [--quiet]
+                   --out plan.json [method options]
 
   --layers        {"layers": [{"name": ..., "weights": W.npy, "inputs": X.npy or [X1.npy, ...]}, ...]}
                   (relative paths are resolved against the manifest's folder)
@@ -41,6 +42,8 @@ constexpr const char* kHelp =
   --group-size    inputs sharing a scale; 0 = per row (default 128)
   --budget        average bits per weight, scales and zero points included: picks "chosen"
   --budget-bytes  the same as a total size in bytes
+  --max-memory    refuse, before allocating, a layer whose Hessian (in² doubles) needs more than
+                  SIZE bytes (e.g. 4G, 50%; default 80% of this process's memory)
   --out           the plan: {"front": [{"bits_per_weight", "loss", "allocation": {name: bits}}],
                   "chosen": {...} or null}; with --formats the allocation maps names to formats
                   and "notes" lists the layers that cannot take a format
@@ -211,6 +214,7 @@ int run_plan(int argc, char** argv) {
   options.rounding.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.rounding.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
   options.rounding.threads = args.take_int("threads", 0, 0, 4096);
+  take_max_memory(args);
   const auto budget_bpw = args.take("budget");
   const auto budget_bytes = args.take("budget-bytes");
   if (budget_bpw && budget_bytes) throw UsageError("give --budget or --budget-bytes, not both");

@@ -13,6 +13,7 @@
 
 #include "qround/error.hpp"
 #include "qround/io/atomic_file.hpp"
+#include "qround/memory_limit.hpp"
 
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -345,6 +346,12 @@ RowMatrix<Out> load_matrix(const std::string& path, const char* expected, bool (
         fmt::format("'{}' has dtype {}: expected {}", path, to_string(f.header.dtype), expected));
   Index rows = 0, cols = 0;
   matrix_shape(f.header, path, rows, cols);
+  // The file's bytes and the converted matrix live together for a moment.
+  const std::uint64_t matrix =
+      bytes_for(static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols), sizeof(Out));
+  require_memory(matrix > UINT64_MAX - f.data_bytes ? UINT64_MAX : matrix + f.data_bytes,
+                 fmt::format("'{}' (shape {} of {}, read as a {}×{} matrix)", path,
+                             shape_string(f.header.shape), to_string(f.header.dtype), rows, cols));
   const std::vector<unsigned char> data = read_data(f, path);
   const std::size_t item = item_size(f.header.dtype);
   RowMatrix<Out> m(rows, cols);
