@@ -66,6 +66,12 @@ TEST(CliPlan, Errors) {
   r = run_cli("plan --layers '" + manifest + "' --bits 2,4 --frobnicate 1" + out);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("frobnicate"), std::string::npos) << r.err;
+  // Inputs overflowing the statistics: exit 1 naming the layer.
+  io::save_npy(dir.file("x0.npy"), MatrixF::Constant(64, 32, 1e37f));
+  r = run_cli("plan --layers '" + manifest + "' --bits 2,4" + out);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("x0.npy"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("XᵀX overflows"), std::string::npos) << r.err;
   EXPECT_EQ(run_cli("plan --layers '" + dir.file("missing.json") + "'" + out).exit_code, 1);
 }
 

@@ -260,6 +260,23 @@ TEST(CliQuantize, AHessianOverTheMemoryLimitIsRefused) {
   EXPECT_TRUE(fs::exists(out));
 }
 
+// Regression (issue 15): inputs of 1e37 exited 0 with a result written; now exit 1 naming the
+// layer, whatever the method.
+TEST(CliQuantize, InputsOverflowingTheStatisticsAreANumericalError) {
+  TempDir dir;
+  const LayerFiles f = write_synthetic(dir);
+  io::save_npy(dir.file("huge.npy"), MatrixF::Constant(16, 40, 1e37f));
+  const std::string out = dir.file("out");
+  for (const char* method : {"nearest", "gptq"}) {
+    const auto r = run_cli(fmt::format("quantize --weights {} --inputs {} --out {} --method {}",
+                                       f.weights, dir.file("huge.npy"), out, method));
+    EXPECT_EQ(r.exit_code, 1) << method << ": " << r.err;
+    EXPECT_NE(r.err.find("XᵀX overflows"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("layer " + f.weights), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
 TEST(CliQuantize, AFailedRunLeavesAnEarlierResultUntouchedAndASuccessReplacesIt) {
   TempDir dir;
   const LayerFiles f = write_synthetic(dir);

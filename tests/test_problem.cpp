@@ -370,6 +370,46 @@ TEST(MemoryLimit, ParsesSizesAndTheEnvironment) {
   EXPECT_EQ(bytes_for(std::uint64_t{1} << 40, std::uint64_t{1} << 40, 8), UINT64_MAX);
 }
 
+// Regression (issue 15): inputs of 1e37 gave statistics beyond the float range the methods
+// compute in (GPTQ's float tiles turned them into Inf) and a result was written. Now the batch is
+// refused, before anything is accumulated, with a NumericalError.
+TEST(LayerProblem, StatisticsBeyondTheFloatRangeAreANumericalError) {
+  const MatrixF w = random_matrix(4, 8, 16);
+  const MatrixF huge = MatrixF::Constant(4, 8, 1e37f);
+  const auto numerical_error_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const NumericalError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  LayerProblem p(w);
+  EXPECT_NE(numerical_error_of([&] { p.add_batch(huge); }).find("XᵀX overflows"),
+            std::string::npos);
+  EXPECT_EQ(p.tokens(), 0);
+  EXPECT_TRUE(p.hessian().isZero());
+  // Several batches that are each fine but overflow together: refused at the batch that would.
+  const MatrixF big = MatrixF::Constant(8, 8, 1e18f);  // each batch adds 8e36 to diag(H)
+  p.add_batch(big);
+  p.add_batch(big);
+  EXPECT_NE(numerical_error_of([&] { p.add_batch(big); }).find("(0, 0)"), std::string::npos);
+  EXPECT_EQ(p.tokens(), 16);
+  EXPECT_TRUE(p.hessian().allFinite());
+  // The asymmetric target: either side.
+  LayerProblem t(w);
+  const MatrixF x = random_matrix(4, 8, 17);
+  EXPECT_NE(numerical_error_of([&] { t.add_batch(huge, x); }).find("quantized inputs"),
+            std::string::npos);
+  EXPECT_NE(numerical_error_of([&] { t.add_batch(x, huge); }).find("float inputs"),
+            std::string::npos);
+  EXPECT_EQ(t.tokens(), 0);
+  // A Hessian given directly.
+  const MatrixD h = MatrixD::Identity(8, 8) * 1e76;
+  EXPECT_NE(numerical_error_of([&] { LayerProblem::from_hessian(w, h, 4); }).find("(0, 0)"),
+            std::string::npos);
+}
+
 TEST(LayerProblem, BadInputsNameTheProblem) {
   const MatrixF w = random_matrix(4, 8, 16);
   MatrixF nan_w = w;

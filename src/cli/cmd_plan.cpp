@@ -102,7 +102,11 @@ LayerProblem load_problem(const ManifestLayer& layer) {
     if (x.cols() != problem.cols())
       throw InvalidArgument(fmt::format("layer '{}': {} is {}×{} but the weights have {} inputs",
                                         layer.name, path, x.rows(), x.cols(), problem.cols()));
-    problem.add_batch(x);
+    try {
+      problem.add_batch(x);
+    } catch (const NumericalError& e) {
+      throw NumericalError(fmt::format("layer '{}', {}: {}", layer.name, path, e.what()));
+    }
   }
   return problem;
 }

@@ -119,11 +119,15 @@ int run_quantize(int argc, char** argv) {
                                         "tokens × {})",
                                         inputs[i], x.rows(), x.cols(), weights.cols(),
                                         weights.cols()));
-    if (targets.empty()) {
-      problem.add_batch(x);
-    } else {
-      const MatrixF xf = io::load_npy_f32(targets[i]);
-      problem.add_batch(x, xf);
+    try {
+      if (targets.empty()) {
+        problem.add_batch(x);
+      } else {
+        const MatrixF xf = io::load_npy_f32(targets[i]);
+        problem.add_batch(x, xf);
+      }
+    } catch (const NumericalError& e) {  // name the layer and the batch
+      throw NumericalError(fmt::format("layer {}, {}: {}", weights_path, inputs[i], e.what()));
     }
   }
 
