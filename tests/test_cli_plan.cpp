@@ -62,10 +62,16 @@ TEST(CliPlan, Errors) {
   EXPECT_EQ(dir.entries(), (std::vector<std::string>{"manifest.json", "w0.npy", "w1.npy", "x0.npy",
                                                      "x1.npy"}));  // nothing written on error
   EXPECT_EQ(run_cli("plan --layers '" + manifest + "' --bits 2,9" + out).exit_code, 2);
-  // An unknown method setting is rejected by the method when it runs (as in `quantize`).
+  // An unknown method setting is a usage error found before any work (as in `quantize`), and so
+  // are an infinite budget and an empty --out (issue 15: these exited 1).
   r = run_cli("plan --layers '" + manifest + "' --bits 2,4 --frobnicate 1" + out);
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("frobnicate"), std::string::npos) << r.err;
+  for (const char* bad : {" --budget inf", " --budget nan", " --budget-bytes inf",
+                          " --out=", " --threads 5000", " --max-memory lots"}) {
+    r = run_cli("plan --layers '" + manifest + "' --bits 2,4" + out + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+  }
   // Inputs overflowing the statistics: exit 1 naming the layer.
   io::save_npy(dir.file("x0.npy"), MatrixF::Constant(64, 32, 1e37f));
   r = run_cli("plan --layers '" + manifest + "' --bits 2,4" + out);

@@ -161,9 +161,10 @@ TEST(CliQuantize, UsageErrorsExitTwoAndWriteNothing) {
   for (const std::string& extra :
        {std::string("--bits 9"), std::string("--bits 1"), std::string("--method magic"),
         std::string("--scale-search best"), std::string("--group-size -3"),
-        std::string("--symmetric yes"), std::string("--iterations x"),
-        std::string("--lambda 0.5"), std::string("--method adaround --lamda 0.5"),
-        std::string("--method gptq --damp -1"), std::string("--method adaround --batch 0")}) {
+        std::string("--symmetric yes"), std::string("--iterations x"), std::string("--lambda 0.5"),
+        std::string("--method adaround --lamda 0.5"), std::string("--method gptq --damp -1"),
+        std::string("--method adaround --batch 0"), std::string("--out="),
+        std::string("--weights="), std::string("--threads 4097"), std::string("--threads -1")}) {
     const auto r = run_cli(base + " " + extra);
     EXPECT_EQ(r.exit_code, 2) << extra << ": " << r.err;
     EXPECT_FALSE(r.err.empty());
@@ -258,6 +259,20 @@ TEST(CliQuantize, AHessianOverTheMemoryLimitIsRefused) {
   EXPECT_EQ(run_cli(base + " --max-memory 0").exit_code, 2);
   EXPECT_EQ(run_cli(base + " --max-memory 64M").exit_code, 0);
   EXPECT_TRUE(fs::exists(out));
+}
+
+// Regression (issue 15): --threads 4096 ended in libgomp's "Thread creation failed"; more threads
+// than processors are clamped, with a note.
+TEST(CliQuantize, TooManyThreadsAreClampedWithANote) {
+  TempDir dir;
+  const LayerFiles f = write_synthetic(dir);
+  const auto r =
+      run_cli(fmt::format("quantize --weights {} --inputs {} --out {} --quiet --method "
+                          "gptq --threads 4096",
+                          f.weights, f.inputs, dir.file("out")));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("--threads 4096 is more than the"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("Thread creation failed"), std::string::npos) << r.err;
 }
 
 // Regression (issue 15): inputs of 1e37 exited 0 with a result written; now exit 1 naming the

@@ -23,13 +23,16 @@
 #include "qround/io/npy.hpp"
 #include "qround/io/report.hpp"
 #include "qround/io/safetensors.hpp"
+#include "qround/mixed_precision.hpp"
 #include "qround/model/calibration_imatrix.hpp"
 #include "qround/model/evaluation.hpp"
 #include "qround/model/gguf_quantize.hpp"
 #include "qround/model/llama_adapter.hpp"
 #include "qround/model/type_allocation.hpp"
 #include "qround/model/type_mix.hpp"
+#include "qround/packed.hpp"
 #include "qround/pipeline.hpp"
+#include "qround/scale_search.hpp"
 
 namespace qround::cli {
 namespace {
@@ -193,6 +196,29 @@ json::Value stages_json(const ModelQuantization& result) {
   return stages;
 }
 
+// The packed containers take only group sizes that are a multiple of their step (and other
+// limits): tried on a one-row probe, so that a bad --group-size is a usage error found before any
+// model work instead of an error at the first packed layer, after the float pass.
+void require_packable(const GridSpec& spec, const std::vector<int>& bits, bool mixed) {
+  if (spec.granularity != Granularity::kPerGroup || spec.group_size > (1 << 16)) return;
+  for (int b : bits) {
+    GridSpec s = spec;
+    if (mixed) {
+      s = mixed_precision_grid(spec, b);
+    } else {
+      s.bits = b;
+    }
+    const MatrixF w = MatrixF::Ones(1, 2 * static_cast<Index>(s.group_size));
+    try {
+      const Grid g = make_grid(w, s);
+      const PackedMatrix probe(quantize(w, g), g);
+    } catch (const InvalidArgument& e) {
+      throw UsageError(
+          fmt::format("--group-size {} with {} bits: {}", spec.group_size, b, e.what()));
+    }
+  }
+}
+
 // --format: the model's matrices in llama.cpp's types, written as a GGUF llama.cpp runs.
 int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& format) {
   const std::string calib_path = args.take_required("calib");
@@ -248,7 +274,7 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   options.sequential.round.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.sequential.round.seed =
       static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
-  options.sequential.round.threads = args.take_int("threads", 0, 0, 4096);
+  options.sequential.round.threads = take_threads(args);
   options.sequential.sequential = !args.take_flag("one-shot");
   options.sequential.asymmetric_target = args.take_flag("asymmetric-target");
   const bool quiet = args.take_flag("quiet");
@@ -257,10 +283,8 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   try {
     options.sequential.validate();
     RoundLayerOptions probe = options.sequential.round;
-    if (ggml_traits(type).block > 1) {
-      probe.grid = GridSpec::for_format(type, probe.grid.search);
-      validate(probe);
-    }
+    if (ggml_traits(type).block > 1) probe.grid = GridSpec::for_format(type, probe.grid.search);
+    validate(probe);  // method settings too: an unknown one is a usage error
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }
@@ -474,7 +498,7 @@ int run_model(int argc, char** argv) {
   }
   options.round.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.round.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
-  options.round.threads = args.take_int("threads", 0, 0, 4096);
+  options.round.threads = take_threads(args);
   options.sequential = !args.take_flag("one-shot");
   options.asymmetric_target = args.take_flag("asymmetric-target");
   model::LlamaAdapterOptions adapter_options;
@@ -482,6 +506,10 @@ int run_model(int argc, char** argv) {
     adapter_options.compute = model::PackedCompute::kFloatActivations;
   const auto dump_dir = args.take("dump-dequant");
   const auto out_path = args.take("out");
+  for (const auto& [name, value] :
+       {std::pair{"dump-dequant", &dump_dir}, std::pair{"out", &out_path}})
+    if (*value && (*value)->empty())
+      throw UsageError(fmt::format("--{} is empty: expected a path", name));
   const bool quiet = args.take_flag("quiet");
   options.round.params = args.take_rest();
   SensitivityOptions sensitivity;
@@ -489,10 +517,12 @@ int run_model(int argc, char** argv) {
   if (mixed) sensitivity.bits = parse_bit_widths("mixed-bits", mixed_bits.value_or("2,3,4,8"));
   try {
     options.validate();
+    validate(options.round);  // method settings too: an unknown one is a usage error
     if (mixed) sensitivity.validate();
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }
+  require_packable(options.round.grid, mixed ? sensitivity.bits : std::vector<int>{bits}, mixed);
 
   auto files = load_model_files(paths);
   const int seq_len = files.model.config().seq_len;

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -217,7 +218,7 @@ int run_plan(int argc, char** argv) {
   }
   options.rounding.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.rounding.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
-  options.rounding.threads = args.take_int("threads", 0, 0, 4096);
+  options.rounding.threads = take_threads(args);
   take_max_memory(args);
   const auto budget_bpw = args.take("budget");
   const auto budget_bytes = args.take("budget-bytes");
@@ -227,8 +228,8 @@ int run_plan(int argc, char** argv) {
     const std::string& text = budget_bpw ? *budget_bpw : *budget_bytes;
     char* end = nullptr;
     const double v = std::strtod(text.c_str(), &end);
-    if (text.empty() || *end != '\0' || !(v > 0.0))
-      throw UsageError(fmt::format("--budget{}: '{}' is not a positive number",
+    if (text.empty() || *end != '\0' || !(v > 0.0) || !std::isfinite(v))
+      throw UsageError(fmt::format("--budget{}: '{}' is not a positive finite number",
                                    budget_bpw ? "" : "-bytes", text));
     budget = budget_bpw ? Budget::bits_per_weight(v) : Budget::total_bytes(v);
   }
@@ -237,6 +238,7 @@ int run_plan(int argc, char** argv) {
   options.rounding.params = args.take_rest();
   try {
     options.validate();
+    validate(options.rounding);  // method settings too: an unknown one is a usage error
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }

@@ -91,7 +91,7 @@ int run_quantize(int argc, char** argv) {
   }
   options.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
-  options.threads = args.take_int("threads", 0, 0, 4096);
+  options.threads = take_threads(args);
   take_max_memory(args);
   const std::string out_dir = args.take_required("out");
   const bool quiet = args.take_flag("quiet");
