@@ -34,6 +34,10 @@ CheckResult run_check(const PackedMatrix& packed, const QuantizedLayer& layer, c
   if (x.cols() != packed.cols())
     throw InvalidArgument(fmt::format("check: inputs are {}×{}, expected tokens × {}", x.rows(),
                                       x.cols(), packed.cols()));
+  if (x.rows() == 0)
+    throw InvalidArgument(
+        fmt::format("check: inputs are 0×{} (no tokens); expected at least one token × {}",
+                    x.cols(), packed.cols()));
   if (w_float != nullptr && (w_float->rows() != packed.rows() || w_float->cols() != packed.cols()))
     throw InvalidArgument(fmt::format("check: float weights are {}×{}, expected {}×{}",
                                       w_float->rows(), w_float->cols(), packed.rows(),

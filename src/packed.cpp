@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "qround/error.hpp"
+#include "qround/io/atomic_file.hpp"
 
 namespace qround {
 namespace {
@@ -252,21 +253,9 @@ void PackedMatrix::save(const std::string& path) const {
   w.put<std::uint64_t>(weights_.size());
   w.put_bytes(weights_.data(), weights_.size());
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw IoError(fmt::format("{}: cannot open for writing", tmp));
-    out.write(w.bytes().data(), static_cast<std::streamsize>(w.bytes().size()));
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw IoError(fmt::format("{}: write failed", tmp));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw IoError(fmt::format("{}: cannot rename {} into place", path, tmp));
-  }
+  // A unique temporary beside `path`, renamed over it once complete (never a fixed `.tmp` name
+  // that two writers of the same path would share).
+  io::write_file_atomic(path, std::string_view(w.bytes().data(), w.bytes().size()));
 }
 
 PackedMatrix PackedMatrix::load(const std::string& path) {

@@ -2,18 +2,68 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "qround/detail/dense.hpp"
+#include "qround/memory_limit.hpp"
 #include "qround/scale_search.hpp"
 
 namespace qround {
 
-LayerProblem::LayerProblem(const MatrixFRef& weights, LayerProblemOptions options)
-    : options_(options), weights_(weights) {
-  if (weights_.rows() == 0 || weights_.cols() == 0)
+namespace {
+
+// The shape is checked before weights_ copies anything: copying a 2^62 × 0 matrix is an empty
+// loop of 2^62 iterations.
+// The in × in Hessian is the big allocation: its cost is checked against the memory limit
+// before anything is allocated (a 1 × 30000 layer needs 7.2 GB).
+const MatrixFRef& checked_weights(const MatrixFRef& weights) {
+  if (weights.rows() == 0 || weights.cols() == 0)
     throw InvalidArgument(fmt::format("weights are {}×{}: expected a non-empty out × in matrix",
-                                      weights_.rows(), weights_.cols()));
+                                      weights.rows(), weights.cols()));
+  const auto in = static_cast<std::uint64_t>(weights.cols());
+  const std::uint64_t hessian = bytes_for(in, in, sizeof(double));
+  const std::uint64_t copy =
+      bytes_for(static_cast<std::uint64_t>(weights.rows()), in, sizeof(float));
+  require_memory(
+      hessian > UINT64_MAX - copy ? UINT64_MAX : hessian + copy,
+      fmt::format("a {}×{} layer (its {}×{} Hessian in double and a copy of the weights)",
+                  weights.rows(), weights.cols(), weights.cols(), weights.cols()));
+  return weights;
+}
+
+// The methods compute with H in float in places (GPTQ's tiles, the float gradient), so statistics
+// beyond the float range would turn into Inf there and give a result that lies. A PSD matrix's
+// entries are bounded by its largest diagonal entry, so the diagonal is what is checked, with a
+// margin for the sums formed from it.
+constexpr double kMaxStatistic = static_cast<double>(std::numeric_limits<float>::max()) / 16;
+
+// Throws NumericalError, before anything is accumulated, if adding x's column sums of squares to
+// diag(h) (h empty: zero) would leave the range every method computes in.
+void require_in_range(const MatrixD& h, const MatrixFRef& x, const char* what) {
+  VectorD diag = h.size() == 0 ? VectorD::Zero(x.cols()) : VectorD(h.diagonal());
+  VectorD amax = VectorD::Zero(x.cols());
+  for (Index t = 0; t < x.rows(); ++t)
+    for (Index j = 0; j < x.cols(); ++j) {
+      const double v = x(t, j);
+      diag[j] += v * v;
+      amax[j] = std::max(amax[j], std::fabs(v));
+    }
+  for (Index j = 0; j < x.cols(); ++j)
+    if (!(diag[j] <= kMaxStatistic))
+      throw NumericalError(fmt::format(
+          "{}: XᵀX overflows: its diagonal entry ({}, {}) would reach {:.3g} (the column's "
+          "largest input is {:.3g}), beyond {:.3g}, the float range the rounding methods compute "
+          "in; rescale the inputs",
+          what, j, j, diag[j], amax[j], kMaxStatistic));
+}
+
+}  // namespace
+
+LayerProblem::LayerProblem(const MatrixFRef& weights, LayerProblemOptions options)
+    : options_(options), weights_(checked_weights(weights)) {
   require_finite(weights_, "weight matrix");
   h_ = MatrixD::Zero(cols(), cols());
 }
@@ -40,6 +90,12 @@ LayerProblem LayerProblem::from_hessian(const MatrixFRef& weights, const MatrixD
           fmt::format("Hessian diagonal ({}, {}) = {} is negative: XᵀX is "
                       "positive semi-definite",
                       i, i, hessian(i, i)));
+  for (Index i = 0; i < hessian.rows(); ++i)
+    if (!(hessian(i, i) <= kMaxStatistic))
+      throw NumericalError(
+          fmt::format("Hessian diagonal ({}, {}) = {:.3g} is beyond {:.3g}, the float range the "
+                      "rounding methods compute in; rescale it",
+                      i, i, hessian(i, i), kMaxStatistic));
   p.h_ = hessian;
   p.tokens_ = tokens;
   return p;
@@ -61,6 +117,7 @@ void LayerProblem::add_batch(const MatrixFRef& x) {
                                       x.rows(), x.cols(), cols()));
   if (x.rows() == 0) return;
   require_finite(x, "calibration batch");
+  require_in_range(h_, x, "calibration batch");
   const detail::DenseView xv = detail::view(x);
   detail::gemm_accumulate(xv.transposed(), xv, h_, /*upper_only=*/true);
   mirrored_ = false;
@@ -82,7 +139,16 @@ void LayerProblem::add_batch(const MatrixFRef& x_quantized, const MatrixFRef& x_
   if (x_quantized.rows() == 0) return;
   require_finite(x_quantized, "calibration batch (quantized inputs)");
   require_finite(x_float, "calibration batch (float inputs)");
+  require_in_range(h_, x_quantized, "calibration batch (quantized inputs)");
+  require_in_range(has_target_ ? hxx_ : MatrixD(), x_float, "calibration batch (float inputs)");
   if (!has_target_) {
+    // C and H_xx: two more in × in matrices beside H.
+    const auto in = static_cast<std::uint64_t>(cols());
+    const std::uint64_t one = bytes_for(in, in, sizeof(double));
+    require_memory(one > UINT64_MAX / 3 ? UINT64_MAX : 3 * one,
+                   fmt::format("an asymmetric target for a {}×{} layer (H, C and H_xx, each {}×{} "
+                               "in double)",
+                               rows(), cols(), cols(), cols()));
     has_target_ = true;
     c_ = MatrixD::Zero(cols(), cols());
     hxx_ = MatrixD::Zero(cols(), cols());

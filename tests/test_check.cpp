@@ -110,6 +110,38 @@ TEST(Check, RejectsMismatchedInputs) {
   EXPECT_GE(r.sqnr_int_vs_sim_db, 100.0);
 }
 
+// Regression (issue 15): 0 tokens segfaulted in maxCoeff() of an empty matrix.
+TEST(Check, RejectsZeroTokens) {
+  const MatrixF w = testing::random_matrix(16, 64, 5);
+  const QuantizedLayer layer = quantize_layer(w, GridSpec::with_group_size(4, 32, true));
+  const PackedMatrix packed(layer);
+  const MatrixF none(0, 64);
+  for (int act_bits : {8, 32}) {
+    CheckOptions o;
+    o.act_bits = act_bits;
+    EXPECT_THROW(check(packed, layer, none, w, o), InvalidArgument) << act_bits;
+    EXPECT_THROW(check(packed, layer, none, o), InvalidArgument) << act_bits;
+  }
+}
+
+TEST(Check, CommandLineRejectsZeroTokens) {
+  if (std::string(QROUND_CLI_PATH).empty()) GTEST_SKIP() << "the qround tool is not built";
+  testing::TempDir tmp;
+  const MatrixF w = testing::random_matrix(8, 32, 7);
+  const std::string wp = tmp.file("w.npy"), xp = tmp.file("x.npy"), x0 = tmp.file("x0.npy");
+  io::save_npy(wp, w);
+  io::save_npy(xp, testing::random_matrix(16, 32, 8));
+  io::save_npy(x0, MatrixF(0, 32));
+  const std::string out = tmp.file("q");
+  const auto q = testing::run_cli("quantize --weights " + wp + " --inputs " + xp +
+                                  " --bits 4 --group-size 32 --quiet --out " + out);
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const auto r =
+      testing::run_cli("check --weights " + wp + " --inputs " + x0 + " --quantized " + out);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("no tokens"), std::string::npos) << r.err;
+}
+
 TEST(Check, CommandLineOnARealLayer) {
   if (std::string(QROUND_CLI_PATH).empty()) GTEST_SKIP() << "the qround tool is not built";
   const auto dir = testing::layers_dir();

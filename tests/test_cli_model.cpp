@@ -78,6 +78,18 @@ TEST(CliModel, UsageAndRuntimeErrors) {
   EXPECT_EQ(run_cli("model " + files + " --calib " + text + " --eval " + text + " --method nosuch")
                 .exit_code,
             2);
+  // Issue 15: an unknown method setting, a group size the packed containers cannot take and
+  // empty paths are usage errors found before any model work (they exited 1, the group size only
+  // after the float pass), and --max-memory must parse.
+  for (const char* bad : {" --frobnicate 1", " --method gptq --blok 8", " --group-size 3",
+                          " --out=", " --dump-dequant=", " --max-memory lots",
+                          " --mixed-budget 3.5 --group-size 12"}) {
+    const auto r = run_cli("model " + files + " --calib " + text + " --eval " + text + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+  }
+  const auto group3 =
+      run_cli("model " + files + " --calib " + text + " --eval " + text + " --group-size 3");
+  EXPECT_NE(group3.err.find("--group-size 3"), std::string::npos) << group3.err;
   const auto missing = run_cli("model --model '" + tmp.file("none.bin") + "' --tokenizer x " +
                                "--calib " + text + " --eval " + text);
   EXPECT_EQ(missing.exit_code, 1);

@@ -1,6 +1,7 @@
 // `qround plan` end to end: manifest with relative paths, the plan file, budgets, usage errors.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -61,11 +62,42 @@ TEST(CliPlan, Errors) {
   EXPECT_EQ(dir.entries(), (std::vector<std::string>{"manifest.json", "w0.npy", "w1.npy", "x0.npy",
                                                      "x1.npy"}));  // nothing written on error
   EXPECT_EQ(run_cli("plan --layers '" + manifest + "' --bits 2,9" + out).exit_code, 2);
-  // An unknown method setting is rejected by the method when it runs (as in `quantize`).
+  // An unknown method setting is a usage error found before any work (as in `quantize`), and so
+  // are an infinite budget and an empty --out (issue 15: these exited 1).
   r = run_cli("plan --layers '" + manifest + "' --bits 2,4 --frobnicate 1" + out);
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("frobnicate"), std::string::npos) << r.err;
+  for (const char* bad : {" --budget inf", " --budget nan", " --budget-bytes inf",
+                          " --out=", " --threads 5000", " --max-memory lots"}) {
+    r = run_cli("plan --layers '" + manifest + "' --bits 2,4" + out + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+  }
+  // Inputs overflowing the statistics: exit 1 naming the layer.
+  io::save_npy(dir.file("x0.npy"), MatrixF::Constant(64, 32, 1e37f));
+  r = run_cli("plan --layers '" + manifest + "' --bits 2,4" + out);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("x0.npy"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("XᵀX overflows"), std::string::npos) << r.err;
   EXPECT_EQ(run_cli("plan --layers '" + dir.file("missing.json") + "'" + out).exit_code, 1);
+}
+
+// Regression (issue 15): weights of shape (2^62, 0) made plan spin forever.
+TEST(CliPlan, EmptyWeightsWithAHugeShapeAreRefused) {
+  if (std::string(QROUND_CLI_PATH).empty()) GTEST_SKIP() << "CLI not built";
+  TempDir dir;
+  write_manifest(dir);
+  std::string header =
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 0), }";
+  header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
+  header += '\n';
+  std::ofstream(dir.file("w0.npy"), std::ios::binary)
+      << std::string("\x93NUMPY\x01\x00", 8) << static_cast<char>(header.size() & 0xff)
+      << static_cast<char>(header.size() >> 8) << header;
+  const CliResult r = run_cli("plan --layers '" + dir.file("manifest.json") +
+                              "' --bits 2,4 --out '" + dir.file("plan.json") + "'");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("4611686018427387904"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("plan.json")));
 }
 
 TEST(CliPlan, FormatCandidatesErrors) {

@@ -1,23 +1,22 @@
 // `qround quantize` end to end: outputs, the min-max RTN reference on real layers, exit codes, and
 // nothing half-written on failure.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <tuple>
 
-#include <fmt/format.h>
-
 #include "cli_runner.hpp"
-#include <cstring>
-
 #include "qround/ggml_codec.hpp"
 #include "qround/io/gguf.hpp"
 #include "qround/io/imatrix.hpp"
-#include "qround/scale_search.hpp"
 #include "qround/io/json.hpp"
 #include "qround/io/npy.hpp"
+#include "qround/scale_search.hpp"
 #include "qround/synthetic.hpp"
 
 namespace qround {
@@ -162,9 +161,10 @@ TEST(CliQuantize, UsageErrorsExitTwoAndWriteNothing) {
   for (const std::string& extra :
        {std::string("--bits 9"), std::string("--bits 1"), std::string("--method magic"),
         std::string("--scale-search best"), std::string("--group-size -3"),
-        std::string("--symmetric yes"), std::string("--iterations x"),
-        std::string("--lambda 0.5"), std::string("--method adaround --lamda 0.5"),
-        std::string("--method gptq --damp -1"), std::string("--method adaround --batch 0")}) {
+        std::string("--symmetric yes"), std::string("--iterations x"), std::string("--lambda 0.5"),
+        std::string("--method adaround --lamda 0.5"), std::string("--method gptq --damp -1"),
+        std::string("--method adaround --batch 0"), std::string("--out="),
+        std::string("--weights="), std::string("--threads 4097"), std::string("--threads -1")}) {
     const auto r = run_cli(base + " " + extra);
     EXPECT_EQ(r.exit_code, 2) << extra << ": " << r.err;
     EXPECT_FALSE(r.err.empty());
@@ -207,6 +207,89 @@ TEST(CliQuantize, RuntimeErrorsExitOneWithOneLineAndWriteNothing) {
   }
   EXPECT_EQ(dir.entries(),
             (std::vector<std::string>{"W.npy", "X.npy", "nan.npy", "narrow.npy", "trunc.npy"}));
+}
+
+// A 128-byte .npy declaring `shape` with no data (numpy's version 1.0 layout).
+void write_empty_npy(const std::string& path, const std::string& shape) {
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+  header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
+  header += '\n';
+  const std::string pre = std::string("\x93NUMPY\x01\x00", 8) +
+                          static_cast<char>(header.size() & 0xff) +
+                          static_cast<char>(header.size() >> 8);
+  std::ofstream(path, std::ios::binary) << pre << header;
+}
+
+// Regression (issue 15): weights of shape (2^62, 0) made quantize spin forever.
+TEST(CliQuantize, EmptyWeightsWithAHugeShapeAreRefused) {
+  TempDir dir;
+  const LayerFiles f = write_synthetic(dir);
+  const std::string out = dir.file("out");
+  for (const char* shape : {"(4611686018427387904, 0)", "(0, 4611686018427387904)"}) {
+    write_empty_npy(dir.file("hostile.npy"), shape);
+    const auto r = run_cli(fmt::format("quantize --weights {} --inputs {} --out {}",
+                                       dir.file("hostile.npy"), f.inputs, out));
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find(shape), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
+// Regression (issue 15): a layer whose Hessian does not fit ended in "unexpected error:
+// std::bad_alloc"; it is refused before allocating, naming the shape, the bytes and the limit.
+TEST(CliQuantize, AHessianOverTheMemoryLimitIsRefused) {
+  TempDir dir;
+  const LayerFiles f{dir.file("W.npy"), dir.file("X.npy")};  // 1 × 1024: 8 MiB of Hessian
+  io::save_npy(f.weights, testing::random_matrix(1, 1024, 1));
+  io::save_npy(f.inputs, testing::random_matrix(16, 1024, 2));  // 64 KiB
+  const std::string out = dir.file("out");
+  const std::string base =
+      fmt::format("quantize --weights {} --inputs {} --out {} --quiet", f.weights, f.inputs, out);
+  for (const auto& [extra, env, source] : {std::tuple<std::string, std::string, std::string>{
+                                               " --max-memory 1M", "", "--max-memory 1M"},
+                                           {"", "QROUND_MAX_MEMORY=2M", "QROUND_MAX_MEMORY=2M"}}) {
+    const auto r = run_cli(base + extra, env);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    for (const std::string& part : {std::string("1×1024"), std::string("8392704 bytes"), source})
+      EXPECT_NE(r.err.find(part), std::string::npos) << part << " in: " << r.err;
+    EXPECT_EQ(r.err.find("bad_alloc"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+  EXPECT_EQ(run_cli(base + " --max-memory lots").exit_code, 2);
+  EXPECT_EQ(run_cli(base + " --max-memory 0").exit_code, 2);
+  EXPECT_EQ(run_cli(base + " --max-memory 64M").exit_code, 0);
+  EXPECT_TRUE(fs::exists(out));
+}
+
+// Regression (issue 15): --threads 4096 ended in libgomp's "Thread creation failed"; more threads
+// than processors are clamped, with a note.
+TEST(CliQuantize, TooManyThreadsAreClampedWithANote) {
+  TempDir dir;
+  const LayerFiles f = write_synthetic(dir);
+  const auto r =
+      run_cli(fmt::format("quantize --weights {} --inputs {} --out {} --quiet --method "
+                          "gptq --threads 4096",
+                          f.weights, f.inputs, dir.file("out")));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("--threads 4096 is more than the"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("Thread creation failed"), std::string::npos) << r.err;
+}
+
+// Regression (issue 15): inputs of 1e37 exited 0 with a result written; now exit 1 naming the
+// layer, whatever the method.
+TEST(CliQuantize, InputsOverflowingTheStatisticsAreANumericalError) {
+  TempDir dir;
+  const LayerFiles f = write_synthetic(dir);
+  io::save_npy(dir.file("huge.npy"), MatrixF::Constant(16, 40, 1e37f));
+  const std::string out = dir.file("out");
+  for (const char* method : {"nearest", "gptq"}) {
+    const auto r = run_cli(fmt::format("quantize --weights {} --inputs {} --out {} --method {}",
+                                       f.weights, dir.file("huge.npy"), out, method));
+    EXPECT_EQ(r.exit_code, 1) << method << ": " << r.err;
+    EXPECT_NE(r.err.find("XᵀX overflows"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("layer " + f.weights), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
 }
 
 TEST(CliQuantize, AFailedRunLeavesAnEarlierResultUntouchedAndASuccessReplacesIt) {

@@ -298,6 +298,13 @@ std::vector<Malformed> malformed_files() {
        "overflow"},
       {"huge shape not in file", npy_file(1, dict("<f4", false, "(1073741824, 1073741824)"), data6),
        "needs"},
+      // Regression (issue 15): zero-size arrays with a huge other dimension made consumers spin.
+      {"empty array with a huge dimension",
+       npy_file(1, dict("<f4", false, "(4611686018427387904, 0)"), ""), "holds no elements"},
+      {"empty array with a huge second dimension",
+       npy_file(1, dict("<f4", false, "(0, 4611686018427387904)"), ""), "holds no elements"},
+      {"empty array whose other dimensions multiply past the cap",
+       npy_file(1, dict("<f4", false, "(65536, 0, 65536)"), ""), "(65536, 0, 65536)"},
       {"shape/size mismatch", npy_file(1, dict("<f4", false, "(3, 3)"), data6), "needs"},
       {"big-endian", npy_file(1, dict(">f4", false, "(2, 3)"), data6), "big-endian"},
       {"big-endian int", npy_file(1, dict(">i4", false, "(2, 3)"), data6), "big-endian"},
@@ -351,6 +358,17 @@ TEST(Npy, MalformedFilesRaiseIoError) {
       }
     }
   }
+}
+
+TEST(Npy, EmptyArraysWithModestDimensionsStillRead) {
+  TempDir dir;
+  const std::string path = dir.file("empty.npy");
+  write_all(path, npy_file(1, dict("<f4", false, "(0, 16777216)"), ""));
+  const MatrixF m = load_npy_f32(path);
+  EXPECT_EQ(m.rows(), 0);
+  EXPECT_EQ(m.cols(), 16777216);
+  write_all(path, npy_file(1, dict("<f4", false, "(4096, 0)"), ""));
+  EXPECT_EQ(load_npy_f32(path).rows(), 4096);
 }
 
 TEST(Npy, WrongDtypeForTheLoaderRaisesIoError) {

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
@@ -12,6 +13,7 @@
 #include "kernel_test_util.hpp"
 #include "qround/error.hpp"
 #include "qround/packed.hpp"
+#include "test_helpers.hpp"
 
 namespace qround {
 namespace {
@@ -175,6 +177,21 @@ std::vector<char> read_all(const std::string& path) {
 void write_all(const std::string& path, const std::vector<char>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Regression (issue 15): save() wrote through the fixed name PATH.tmp, which two writers of the
+// same path share and which a stale entry blocks. Now a unique temporary is used.
+TEST(PackedMatrix, SaveUsesAUniqueTemporaryName) {
+  std::mt19937 rng(5);
+  const Grid g = make_test_grid(8, 64, 4, false, 32, rng);
+  const PackedMatrix p(random_codes(g, rng), g);
+  testing::TempDir dir;
+  const std::string path = dir.file("layer.qpk");
+  std::filesystem::create_directory(path + ".tmp");  // a stale or foreign ".tmp" in the way
+  p.save(path);
+  EXPECT_TRUE(std::filesystem::is_directory(path + ".tmp"));
+  EXPECT_EQ(PackedMatrix::load(path).unpack_codes(), p.unpack_codes());
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"layer.qpk", "layer.qpk.tmp"}));
 }
 
 TEST(PackedMatrix, LoadRejectsTruncatedAndHostileFiles) {

@@ -3,9 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <functional>
 #include <limits>
+#include <string>
 #include <vector>
 
+#include "qround/error.hpp"
+#include "qround/memory_limit.hpp"
 #include "qround/problem.hpp"
 #include "qround/scale_search.hpp"
 #include "test_helpers.hpp"
@@ -287,6 +292,122 @@ std::string error_of(F&& f) {
     return e.what();
   }
   return "";
+}
+
+// Regression (issue 15): the weights were copied before the emptiness check, and copying a
+// 2^62 × 0 matrix loops 2^62 times over its empty rows.
+TEST(LayerProblem, EmptyWeightsWithAHugeDimensionAreRefusedBeforeAnyCopy) {
+  const float none = 0.0f;
+  const Index huge = Index{1} << 62;
+  const Eigen::Map<const MatrixF> tall(&none, huge, 0), wide(&none, 0, huge);
+  EXPECT_NE(error_of([&] { LayerProblem p(tall); }).find("4611686018427387904×0"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { LayerProblem p(wide); }).find("0×4611686018427387904"),
+            std::string::npos);
+}
+
+// Sets the process's memory limit for one scope.
+class ScopedMemoryLimit {
+ public:
+  explicit ScopedMemoryLimit(std::uint64_t bytes) { set_memory_limit(bytes, "the test's limit"); }
+  ~ScopedMemoryLimit() { set_memory_limit(0); }
+  ScopedMemoryLimit(const ScopedMemoryLimit&) = delete;
+  ScopedMemoryLimit& operator=(const ScopedMemoryLimit&) = delete;
+};
+
+std::string memory_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const MemoryLimitError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Regression (issue 15): a 1 × 30000 layer allocated its 7.2 GB Hessian up front and a small
+// machine answered std::bad_alloc. The cost is checked first, against one limit.
+TEST(LayerProblem, AHessianOverTheMemoryLimitIsRefusedBeforeAllocating) {
+  ScopedMemoryLimit limit(1 << 20);
+  const MatrixF w = MatrixF::Zero(1, 1000);  // 8 000 000 bytes of Hessian + 4 000 of weights
+  const std::string what = memory_error_of([&] { LayerProblem p(w); });
+  for (const char* part :
+       {"1×1000 layer", "1000×1000 Hessian", "8004000 bytes", "1048576 bytes", "the test's limit"})
+    EXPECT_NE(what.find(part), std::string::npos) << part << " in: " << what;
+  // Under the limit it is built; an asymmetric target's two more in × in matrices are not.
+  const MatrixF small = random_matrix(4, 240, 3);  // 460 800 bytes of H, 3× that with a target
+  LayerProblem p(small);
+  const MatrixF x = random_matrix(8, 240, 4);
+  EXPECT_NE(memory_error_of([&] { p.add_batch(x, x); }).find("asymmetric target"),
+            std::string::npos);
+  EXPECT_EQ(p.tokens(), 0);
+  p.add_batch(x);
+  EXPECT_EQ(p.tokens(), 8);
+}
+
+TEST(MemoryLimit, ParsesSizesAndTheEnvironment) {
+  EXPECT_EQ(parse_memory_size("123456"), 123456u);
+  EXPECT_EQ(parse_memory_size("64k"), 65536u);
+  EXPECT_EQ(parse_memory_size("512M"), 512u << 20);
+  EXPECT_EQ(parse_memory_size("4G"), std::uint64_t{4} << 30);
+  EXPECT_EQ(parse_memory_size("1.5GiB"), std::uint64_t{3} << 29);
+  EXPECT_EQ(parse_memory_size("2TB"), std::uint64_t{2} << 40);
+  EXPECT_GT(parse_memory_size("50%"), 0u);
+  for (const char* bad : {"", "x", "4Q", "4GG", "0", "-1", "200%", "nan", "1e400"})
+    EXPECT_THROW(parse_memory_size(bad), InvalidArgument) << bad;
+  EXPECT_GT(memory_limit(), 0u);
+  ::setenv("QROUND_MAX_MEMORY", "3M", 1);
+  EXPECT_EQ(memory_limit(), 3u << 20);
+  EXPECT_NE(memory_limit_source().find("QROUND_MAX_MEMORY"), std::string::npos);
+  {
+    ScopedMemoryLimit limit(5 << 20);  // an explicit setting wins over the environment
+    EXPECT_EQ(memory_limit(), 5u << 20);
+  }
+  ::setenv("QROUND_MAX_MEMORY", "lots", 1);
+  EXPECT_THROW(memory_limit(), InvalidArgument);
+  ::unsetenv("QROUND_MAX_MEMORY");
+  EXPECT_NO_THROW(require_memory(1, "one byte"));
+  EXPECT_THROW(require_memory(UINT64_MAX, "everything"), MemoryLimitError);
+  EXPECT_EQ(bytes_for(std::uint64_t{1} << 40, std::uint64_t{1} << 40, 8), UINT64_MAX);
+}
+
+// Regression (issue 15): inputs of 1e37 gave statistics beyond the float range the methods
+// compute in (GPTQ's float tiles turned them into Inf) and a result was written. Now the batch is
+// refused, before anything is accumulated, with a NumericalError.
+TEST(LayerProblem, StatisticsBeyondTheFloatRangeAreANumericalError) {
+  const MatrixF w = random_matrix(4, 8, 16);
+  const MatrixF huge = MatrixF::Constant(4, 8, 1e37f);
+  const auto numerical_error_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const NumericalError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  LayerProblem p(w);
+  EXPECT_NE(numerical_error_of([&] { p.add_batch(huge); }).find("XᵀX overflows"),
+            std::string::npos);
+  EXPECT_EQ(p.tokens(), 0);
+  EXPECT_TRUE(p.hessian().isZero());
+  // Several batches that are each fine but overflow together: refused at the batch that would.
+  const MatrixF big = MatrixF::Constant(8, 8, 1e18f);  // each batch adds 8e36 to diag(H)
+  p.add_batch(big);
+  p.add_batch(big);
+  EXPECT_NE(numerical_error_of([&] { p.add_batch(big); }).find("(0, 0)"), std::string::npos);
+  EXPECT_EQ(p.tokens(), 16);
+  EXPECT_TRUE(p.hessian().allFinite());
+  // The asymmetric target: either side.
+  LayerProblem t(w);
+  const MatrixF x = random_matrix(4, 8, 17);
+  EXPECT_NE(numerical_error_of([&] { t.add_batch(huge, x); }).find("quantized inputs"),
+            std::string::npos);
+  EXPECT_NE(numerical_error_of([&] { t.add_batch(x, huge); }).find("float inputs"),
+            std::string::npos);
+  EXPECT_EQ(t.tokens(), 0);
+  // A Hessian given directly.
+  const MatrixD h = MatrixD::Identity(8, 8) * 1e76;
+  EXPECT_NE(numerical_error_of([&] { LayerProblem::from_hessian(w, h, 4); }).find("(0, 0)"),
+            std::string::npos);
 }
 
 TEST(LayerProblem, BadInputsNameTheProblem) {

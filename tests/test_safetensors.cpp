@@ -1,3 +1,4 @@
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -154,6 +155,36 @@ TEST(Safetensors, MalformedFilesRaiseIoError) {
   EXPECT_NO_THROW(f.raw("i", SafetensorsDtype::kI32));
   EXPECT_THROW(SafetensorsFile::load(temp("does_not_exist")), IoError);
   EXPECT_THROW(load_quantized(temp("does_not_exist")), IoError);
+}
+
+// Regression (issue 15): tensor() looked names up by a linear scan. Many tensors, each found by
+// name (and a repeated name in the header refused).
+TEST(Safetensors, ManyTensorsAreFoundByName) {
+  constexpr int kTensors = 20000;
+  std::string header = "{";
+  for (int i = 0; i < kTensors; ++i)
+    header += fmt::format("{}\"t{}\":{{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[{},{}]}}",
+                          i ? "," : "", i, i, i + 1);
+  std::vector<unsigned char> bytes = with_header(header + "}", kTensors);
+  const std::size_t data = bytes.size() - kTensors;
+  for (int i = 0; i < kTensors; ++i) bytes[data + i] = static_cast<unsigned char>(i % 251);
+  const auto f = SafetensorsFile::parse(bytes, "test");
+  ASSERT_EQ(f.tensors().size(), static_cast<std::size_t>(kTensors));
+  for (int i = 0; i < kTensors; i += 997) {
+    const std::string name = fmt::format("t{}", i);
+    EXPECT_TRUE(f.has(name));
+    EXPECT_EQ(f.tensor(name).name, name);
+    EXPECT_EQ(f.tensor(name).begin, static_cast<std::uint64_t>(i));
+    EXPECT_EQ(*f.raw(name, SafetensorsDtype::kI8), static_cast<unsigned char>(i % 251));
+  }
+  EXPECT_FALSE(f.has("t-1"));
+  EXPECT_THROW(f.tensor("missing"), IoError);
+  EXPECT_THROW(
+      SafetensorsFile::parse(with_header(R"({"a":{"dtype":"I8","shape":[1],"data_offsets":[0,1]},)"
+                                         R"("a":{"dtype":"I8","shape":[1],"data_offsets":[1,2]}})",
+                                         2),
+                             "test"),
+      IoError);
 }
 
 }  // namespace

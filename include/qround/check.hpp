@@ -33,7 +33,8 @@ struct CheckResult {
   double sqnr_sim_vs_float_db = 0.0;  // simulation vs X Wᵀ (NaN when no float weights)
 };
 
-// `packed` must hold exactly `layer` (codes and grid), else InvalidArgument. x is tokens × in.
+// `packed` must hold exactly `layer` (codes and grid), else InvalidArgument. x is tokens × in
+// with at least one token (0 tokens: InvalidArgument).
 CheckResult check(const PackedMatrix& packed, const QuantizedLayer& layer, const MatrixFRef& x,
                   const MatrixFRef& w_float, const CheckOptions& options = {});
 CheckResult check(const PackedMatrix& packed, const QuantizedLayer& layer, const MatrixFRef& x,

@@ -30,6 +30,13 @@ class NumericalError : public Error {
   using Error::Error;
 };
 
+// A declared shape would need more memory than the limit allows (qround/memory_limit.hpp);
+// refused before allocating anything.
+class MemoryLimitError : public Error {
+ public:
+  using Error::Error;
+};
+
 // The user's progress callback asked to stop.
 class Cancelled : public Error {
  public:

@@ -7,6 +7,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <thread>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "qround/error.hpp"
+#include "qround/memory_limit.hpp"
 
 namespace qround::cli {
 
@@ -74,6 +82,7 @@ bool Args::take_flag(const std::string& name) {
 std::string Args::take_required(const std::string& name) {
   auto v = take(name);
   if (!v) throw UsageError(fmt::format("missing required option --{}", name));
+  if (v->empty()) throw UsageError(fmt::format("--{} is empty: expected a value", name));
   return *v;
 }
 
@@ -121,6 +130,31 @@ bool wants_help(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) return true;
   return false;
 }
+int take_threads(Args& args) {
+  const int threads = args.take_int("threads", 0, 0, kMaxThreads);
+#ifdef _OPENMP
+  const int processors = omp_get_num_procs();
+#else
+  const int processors = static_cast<int>(std::thread::hardware_concurrency());
+#endif
+  if (processors > 0 && threads > processors) {
+    fmt::print(stderr, "qround: --threads {} is more than the {} processors here; using {}\n",
+               threads, processors, processors);
+    return processors;
+  }
+  return threads;
+}
+
+void take_max_memory(Args& args) {
+  const auto text = args.take("max-memory");
+  if (!text) return;
+  try {
+    set_memory_limit(parse_memory_size(*text), "--max-memory " + *text);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(fmt::format("--max-memory: {}", e.what()));
+  }
+}
+
 std::vector<int> parse_bit_widths(const std::string& option, const std::string& text) {
   std::vector<int> bits;
   std::stringstream ss(text);

@@ -29,6 +29,7 @@ class Args {
   bool take_flag(const std::string& name);
   // Whether --name was given (flag or value), without taking it.
   bool has(const std::string& name) const;
+  // The value of --name; UsageError when absent or empty (`--out=`).
   std::string take_required(const std::string& name);
   int take_int(const std::string& name, int fallback, int lo, int hi);
   double take_double(const std::string& name, double fallback);
@@ -54,4 +55,12 @@ namespace qround::cli {
 std::vector<int> parse_bit_widths(const std::string& option, const std::string& text);
 // True when the arguments ask for help (--help or -h anywhere).
 bool wants_help(int argc, char** argv);
+// --threads T (0 = all processors, the default). UsageError unless 0..kMaxThreads; more threads
+// than this machine's processors are clamped to that number, with a note on stderr (the results
+// do not depend on the thread count; asking OpenMP for thousands ends in "Thread creation failed").
+constexpr int kMaxThreads = 4096;
+int take_threads(Args& args);
+// --max-memory SIZE (e.g. 4G, 50%): sets the memory limit every entry point checks its
+// allocations against (qround/memory_limit.hpp); UsageError if malformed.
+void take_max_memory(Args& args);
 }  // namespace qround::cli

@@ -155,7 +155,7 @@ int run_check(int argc, char** argv) {
   options.act_bits = args.take_int("act-bits", 8, 8, 32);
   if (options.act_bits != 8 && options.act_bits != 32)
     throw UsageError(fmt::format("--act-bits {}: expected 8 or 32", options.act_bits));
-  options.qgemm.threads = args.take_int("threads", 0, 0, 4096);
+  options.qgemm.threads = take_threads(args);
   const bool as_json = args.take_flag("json");
   args.finish();
 

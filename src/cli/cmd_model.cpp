@@ -23,6 +23,7 @@
 #include "qround/io/npy.hpp"
 #include "qround/io/report.hpp"
 #include "qround/io/safetensors.hpp"
+#include "qround/mixed_precision.hpp"
 #include "qround/model/block_reconstruction.hpp"
 #include "qround/model/calibration_imatrix.hpp"
 #include "qround/model/evaluation.hpp"
@@ -30,7 +31,9 @@
 #include "qround/model/llama_adapter.hpp"
 #include "qround/model/type_allocation.hpp"
 #include "qround/model/type_mix.hpp"
+#include "qround/packed.hpp"
 #include "qround/pipeline.hpp"
+#include "qround/scale_search.hpp"
 
 namespace qround::cli {
 namespace {
@@ -39,6 +42,7 @@ constexpr const char* kHelp =
     R"(usage: qround model --model M.bin|M.gguf [--tokenizer T.bin] --calib TEXT [--calib-tokens N]
                     --eval TEXT [--eval-tokens N] [--method M] [--bits B] [--group-size G]
                     [--symmetric] [--scale-search S] [--iterations N] [--seed S] [--threads T]
+                    [--max-memory SIZE]
                     [--one-shot] [--asymmetric-target] [--float-activations]
                     [--mixed-budget BPW [--mixed-bits 2,3,4,8]]
                     [--eval-skip N] [--imatrix-out FILE [--imatrix-process-output]]
@@ -74,7 +78,15 @@ constexpr const char* kHelp =
                        classifier's input (llama-imatrix --process-output)
   --report FILE.json   write a JSON report: options, every layer's (or tensor's) outcome, bits per
                        weight, NLL / perplexity / KL and the timings
-  --method             rounding method (default nearest; `qround info` lists them)
+  --method             rounding method (default nearest; `qround info` lists them), or block:
+                       block-wise reconstruction after a per-layer method (--block-init, default
+                       gptq): each block's seven linears re-rounded jointly on their grids to
+                       match the float model's block output (--block-target float, default; local:
+                       the float block on the quantized input), keeping per layer whichever codes
+                       give the lower block loss. --block-iterations N (1000) Adam steps per block
+                       on --block-batch W (4) windows each, --block-lr (0.01) on the rounding
+                       variables, --block-scale-lr (0.001; 0 freezes) on the log group scales of
+                       float grids (a ggml type's stored scales stay frozen), --block-lambda (0.01)
   --bits               2..8 (default 4); --group-size 0 = per row (default 32)
   --one-shot           calibrate every layer on the float model (default: sequential)
   --asymmetric-target  sequential calibration targeting the float model's inputs
@@ -90,6 +102,8 @@ constexpr const char* kHelp =
                        least-loss allocation whose storage (codes, scales, zero points) fits BPW
                        bits per weight; then quantize sequentially with those widths
   --dump-dequant DIR   write DIR/NAME.npy with each layer's dequantized weights
+  --max-memory SIZE    refuse, before allocating, a layer whose Hessian (in² doubles) needs
+                       more than SIZE bytes (e.g. 4G, 50%; default 80% of this process's memory)
   --out                with --format: the GGUF file; else packed layers, scales, zero points and
                        grid metadata (safetensors)
 
@@ -285,6 +299,29 @@ json::Value stages_json(const ModelQuantization& result) {
   return stages;
 }
 
+// The packed containers take only group sizes that are a multiple of their step (and other
+// limits): tried on a one-row probe, so that a bad --group-size is a usage error found before any
+// model work instead of an error at the first packed layer, after the float pass.
+void require_packable(const GridSpec& spec, const std::vector<int>& bits, bool mixed) {
+  if (spec.granularity != Granularity::kPerGroup || spec.group_size > (1 << 16)) return;
+  for (int b : bits) {
+    GridSpec s = spec;
+    if (mixed) {
+      s = mixed_precision_grid(spec, b);
+    } else {
+      s.bits = b;
+    }
+    const MatrixF w = MatrixF::Ones(1, 2 * static_cast<Index>(s.group_size));
+    try {
+      const Grid g = make_grid(w, s);
+      const PackedMatrix probe(quantize(w, g), g);
+    } catch (const InvalidArgument& e) {
+      throw UsageError(
+          fmt::format("--group-size {} with {} bits: {}", spec.group_size, b, e.what()));
+    }
+  }
+}
+
 // --format: the model's matrices in llama.cpp's types, written as a GGUF llama.cpp runs.
 int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& format) {
   const std::string calib_path = args.take_required("calib");
@@ -341,7 +378,7 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   options.sequential.round.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.sequential.round.seed =
       static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
-  options.sequential.round.threads = args.take_int("threads", 0, 0, 4096);
+  options.sequential.round.threads = take_threads(args);
   if (choice.block) {
     options.block = choice.block;
     options.block->seed = options.sequential.round.seed;
@@ -355,10 +392,8 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   try {
     options.sequential.validate();
     RoundLayerOptions probe = options.sequential.round;
-    if (ggml_traits(type).block > 1) {
-      probe.grid = GridSpec::for_format(type, probe.grid.search);
-      validate(probe);
-    }
+    if (ggml_traits(type).block > 1) probe.grid = GridSpec::for_format(type, probe.grid.search);
+    validate(probe);  // method settings too: an unknown one is a usage error
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }
@@ -542,6 +577,7 @@ int run_model(int argc, char** argv) {
     return 0;
   }
   Args args(argc, argv);
+  take_max_memory(args);
   const ModelPaths paths = take_model_paths(args);
   if (auto format = args.take("format")) return run_model_gguf(args, paths, *format);
   if (args.take_flag("pure")) throw UsageError("--pure needs --format");
@@ -574,7 +610,7 @@ int run_model(int argc, char** argv) {
   }
   options.round.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.round.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
-  options.round.threads = args.take_int("threads", 0, 0, 4096);
+  options.round.threads = take_threads(args);
   std::optional<model::BlockReconstructionOptions> block = choice.block;
   if (block) {
     block->seed = options.round.seed;
@@ -587,6 +623,10 @@ int run_model(int argc, char** argv) {
     adapter_options.compute = model::PackedCompute::kFloatActivations;
   const auto dump_dir = args.take("dump-dequant");
   const auto out_path = args.take("out");
+  for (const auto& [name, value] :
+       {std::pair{"dump-dequant", &dump_dir}, std::pair{"out", &out_path}})
+    if (*value && (*value)->empty())
+      throw UsageError(fmt::format("--{} is empty: expected a path", name));
   const bool quiet = args.take_flag("quiet");
   options.round.params = args.take_rest();
   SensitivityOptions sensitivity;
@@ -594,10 +634,12 @@ int run_model(int argc, char** argv) {
   if (mixed) sensitivity.bits = parse_bit_widths("mixed-bits", mixed_bits.value_or("2,3,4,8"));
   try {
     options.validate();
+    validate(options.round);  // method settings too: an unknown one is a usage error
     if (mixed) sensitivity.validate();
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }
+  require_packable(options.round.grid, mixed ? sensitivity.bits : std::vector<int>{bits}, mixed);
 
   auto files = load_model_files(paths);
   const int seq_len = files.model.config().seq_len;

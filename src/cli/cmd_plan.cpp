@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -28,7 +29,8 @@ constexpr const char* kHelp =
     R"(usage: qround plan --layers manifest.json [--bits 2,3,4,8 | --formats q4_0,q4_k,q6_k]
                    [--method M] [--group-size G]
                    [--symmetric] [--scale-search minmax|mse|hessian] [--budget BPW | --budget-bytes N]
-                   [--iterations N] [--seed S] [--threads T] [--quiet] --out plan.json [method options]
+                   [--iterations N] [--seed S] [--threads T] [--max-memory SIZE] [--quiet]
+                   --out plan.json [method options]
 
   --layers        {"layers": [{"name": ..., "weights": W.npy, "inputs": X.npy or [X1.npy, ...]}, ...]}
                   (relative paths are resolved against the manifest's folder)
@@ -41,6 +43,8 @@ constexpr const char* kHelp =
   --group-size    inputs sharing a scale; 0 = per row (default 128)
   --budget        average bits per weight, scales and zero points included: picks "chosen"
   --budget-bytes  the same as a total size in bytes
+  --max-memory    refuse, before allocating, a layer whose Hessian (in² doubles) needs more than
+                  SIZE bytes (e.g. 4G, 50%; default 80% of this process's memory)
   --out           the plan: {"front": [{"bits_per_weight", "loss", "allocation": {name: bits}}],
                   "chosen": {...} or null}; with --formats the allocation maps names to formats
                   and "notes" lists the layers that cannot take a format
@@ -99,7 +103,11 @@ LayerProblem load_problem(const ManifestLayer& layer) {
     if (x.cols() != problem.cols())
       throw InvalidArgument(fmt::format("layer '{}': {} is {}×{} but the weights have {} inputs",
                                         layer.name, path, x.rows(), x.cols(), problem.cols()));
-    problem.add_batch(x);
+    try {
+      problem.add_batch(x);
+    } catch (const NumericalError& e) {
+      throw NumericalError(fmt::format("layer '{}', {}: {}", layer.name, path, e.what()));
+    }
   }
   return problem;
 }
@@ -210,7 +218,8 @@ int run_plan(int argc, char** argv) {
   }
   options.rounding.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.rounding.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
-  options.rounding.threads = args.take_int("threads", 0, 0, 4096);
+  options.rounding.threads = take_threads(args);
+  take_max_memory(args);
   const auto budget_bpw = args.take("budget");
   const auto budget_bytes = args.take("budget-bytes");
   if (budget_bpw && budget_bytes) throw UsageError("give --budget or --budget-bytes, not both");
@@ -219,8 +228,8 @@ int run_plan(int argc, char** argv) {
     const std::string& text = budget_bpw ? *budget_bpw : *budget_bytes;
     char* end = nullptr;
     const double v = std::strtod(text.c_str(), &end);
-    if (text.empty() || *end != '\0' || !(v > 0.0))
-      throw UsageError(fmt::format("--budget{}: '{}' is not a positive number",
+    if (text.empty() || *end != '\0' || !(v > 0.0) || !std::isfinite(v))
+      throw UsageError(fmt::format("--budget{}: '{}' is not a positive finite number",
                                    budget_bpw ? "" : "-bytes", text));
     budget = budget_bpw ? Budget::bits_per_weight(v) : Budget::total_bytes(v);
   }
@@ -229,6 +238,7 @@ int run_plan(int argc, char** argv) {
   options.rounding.params = args.take_rest();
   try {
     options.validate();
+    validate(options.rounding);  // method settings too: an unknown one is a usage error
   } catch (const InvalidArgument& e) {
     throw UsageError(e.what());
   }

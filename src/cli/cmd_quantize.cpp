@@ -23,10 +23,12 @@ namespace qround::cli {
 
 namespace {
 
-constexpr const char* kHelp = R"(usage: qround quantize --weights W.npy --inputs X.npy [--inputs X2.npy ...]
+constexpr const char* kHelp =
+    R"(usage: qround quantize --weights W.npy --inputs X.npy [--inputs X2.npy ...]
                        [--target-inputs XF.npy ...] --bits B [--group-size G] [--symmetric]
                        [--scale-search minmax|mse|hessian] [--format TYPE] [--method M] [--iterations N]
-                       [--seed S] [--threads T] [--imatrix FILE [--imatrix-tensor NAME]]
+                       [--seed S] [--threads T] [--max-memory SIZE]
+                       [--imatrix FILE [--imatrix-tensor NAME]]
                        [--quiet] --out DIR [method options]
 
   --weights        float weights, out × in (.npy f32/f16/f64)
@@ -47,6 +49,9 @@ constexpr const char* kHelp = R"(usage: qround quantize --weights W.npy --inputs
                    method itself still uses --inputs). Needs --scale-search hessian or --format
   --imatrix-tensor which entry of --imatrix (default: its only entry)
   --method         rounding method (default nearest; `qround info` lists them)
+  --max-memory     refuse, before allocating, a layer whose Hessian (in² doubles) and copies need
+                   more than SIZE bytes (e.g. 4G, 50%; default 80% of this process's memory, or
+                   QROUND_MAX_MEMORY)
   --out            output directory: dequant.npy, codes.npy, scales.npy, zeros.npy, report.json
                    (+ offsets.npy and layer.gguf with --format)
 
@@ -86,7 +91,8 @@ int run_quantize(int argc, char** argv) {
   }
   options.iterations = args.take_int("iterations", -1, -1, 1 << 30);
   options.seed = static_cast<std::uint64_t>(args.take_int("seed", 0, 0, 2147483647));
-  options.threads = args.take_int("threads", 0, 0, 4096);
+  options.threads = take_threads(args);
+  take_max_memory(args);
   const std::string out_dir = args.take_required("out");
   const bool quiet = args.take_flag("quiet");
   options.params = args.take_rest();
@@ -113,11 +119,15 @@ int run_quantize(int argc, char** argv) {
                                         "tokens × {})",
                                         inputs[i], x.rows(), x.cols(), weights.cols(),
                                         weights.cols()));
-    if (targets.empty()) {
-      problem.add_batch(x);
-    } else {
-      const MatrixF xf = io::load_npy_f32(targets[i]);
-      problem.add_batch(x, xf);
+    try {
+      if (targets.empty()) {
+        problem.add_batch(x);
+      } else {
+        const MatrixF xf = io::load_npy_f32(targets[i]);
+        problem.add_batch(x, xf);
+      }
+    } catch (const NumericalError& e) {  // name the layer and the batch
+      throw NumericalError(fmt::format("layer {}, {}: {}", weights_path, inputs[i], e.what()));
     }
   }
 

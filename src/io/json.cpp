@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_set>
 
 #include "qround/error.hpp"
 
@@ -56,6 +57,11 @@ Value::Array& Value::as_array() {
   return array_;
 }
 const Value::Object& Value::as_object() const {
+  require(Type::kObject);
+  return object_;
+}
+
+Value::Object& Value::as_object() {
   require(Type::kObject);
   return object_;
 }
@@ -152,13 +158,18 @@ class Parser {
     ++pos_;
     Value obj = Value::object();
     if (consume('}')) return obj;
+    // Duplicate keys are refused with a hash set: O(1) per key, so a hostile header with many
+    // keys parses in linear time (a scan of the members would make it quadratic).
+    std::unordered_set<std::string> keys;
+    Value::Object& members = obj.as_object();
     do {
       skip_ws();
       if (pos_ >= s_.size() || s_[pos_] != '"') fail("a string key");
       std::string key = string();
-      if (obj.find(key)) throw IoError(fmt::format("JSON: duplicate key \"{}\"", key));
+      if (!keys.insert(key).second) throw IoError(fmt::format("JSON: duplicate key \"{}\"", key));
       if (!consume(':')) fail("':'");
-      obj.set(std::move(key), value(depth + 1));
+      Value v = value(depth + 1);
+      members.emplace_back(std::move(key), std::move(v));
     } while (consume(','));
     if (!consume('}')) fail("',' or '}'");
     return obj;

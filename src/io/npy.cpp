@@ -13,6 +13,7 @@
 
 #include "qround/error.hpp"
 #include "qround/io/atomic_file.hpp"
+#include "qround/memory_limit.hpp"
 
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -27,6 +28,8 @@ constexpr char kMagic[] = "\x93NUMPY";
 constexpr std::size_t kMagicSize = 6;
 constexpr std::size_t kHeaderAlign = 64;
 constexpr std::uint64_t kMaxHeader = 1 << 20;  // a bound before allocating the header text
+// The largest product of the non-zero dimensions a zero-size array may declare (see open_npy).
+constexpr std::uint64_t kMaxEmptyExtent = std::uint64_t{1} << 24;
 constexpr const char* kSupported = "<f4, <f2, <f8, |i1 or <i4";
 
 struct Header {
@@ -265,7 +268,29 @@ void open_npy(OpenNpy& f, const std::string& path) {
   if (overflow && !zero)
     throw IoError(fmt::format("'{}': shape {} of {} is too large (its byte size overflows)", path,
                               shape_string(f.header.shape), to_string(f.header.dtype)));
-  if (zero) bytes = 0;
+  if (zero) {
+    // A zero-size array holds no data, so the file bounds nothing: without a cap a 128-byte
+    // file could declare (2^62, 0) and every consumer that loops over or allocates per row
+    // (scales, row norms, copies) would spin or run out of memory. The other dimensions of an
+    // empty array must multiply to at most kMaxEmptyExtent.
+    std::uint64_t extent = 1;
+    bool too_large = false;
+    for (Index d : f.header.shape) {
+      const auto ud = static_cast<std::uint64_t>(d);
+      if (ud == 0) continue;
+      if (ud > kMaxEmptyExtent / extent) {
+        too_large = true;
+        break;
+      }
+      extent *= ud;
+    }
+    if (too_large)
+      throw IoError(fmt::format(
+          "'{}': shape {} of {} holds no elements, but its non-zero dimensions multiply to more "
+          "than {}, the most an empty array may declare",
+          path, shape_string(f.header.shape), to_string(f.header.dtype), kMaxEmptyExtent));
+    bytes = 0;
+  }
   if (bytes != available)
     throw IoError(
         fmt::format("'{}': shape {} of {} needs {} data bytes, but the file has {} "
@@ -321,6 +346,12 @@ RowMatrix<Out> load_matrix(const std::string& path, const char* expected, bool (
         fmt::format("'{}' has dtype {}: expected {}", path, to_string(f.header.dtype), expected));
   Index rows = 0, cols = 0;
   matrix_shape(f.header, path, rows, cols);
+  // The file's bytes and the converted matrix live together for a moment.
+  const std::uint64_t matrix =
+      bytes_for(static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols), sizeof(Out));
+  require_memory(matrix > UINT64_MAX - f.data_bytes ? UINT64_MAX : matrix + f.data_bytes,
+                 fmt::format("'{}' (shape {} of {}, read as a {}×{} matrix)", path,
+                             shape_string(f.header.shape), to_string(f.header.dtype), rows, cols));
   const std::vector<unsigned char> data = read_data(f, path);
   const std::size_t item = item_size(f.header.dtype);
   RowMatrix<Out> m(rows, cols);

@@ -138,6 +138,7 @@ SafetensorsFile SafetensorsFile::parse(std::vector<unsigned char> bytes, const s
                                 "{}] in a data section of {} bytes",
                                 what, name, n, to_string(t.dtype), expect, t.begin, t.end,
                                 data_size));
+    f.index_.emplace(t.name, f.tensors_.size());  // names are unique: the JSON refuses repeats
     f.tensors_.push_back(std::move(t));
   }
   std::vector<const SafetensorsTensor*> by_offset;
@@ -153,15 +154,12 @@ SafetensorsFile SafetensorsFile::parse(std::vector<unsigned char> bytes, const s
   return f;
 }
 
-bool SafetensorsFile::has(const std::string& name) const {
-  return std::any_of(tensors_.begin(), tensors_.end(),
-                     [&](const SafetensorsTensor& t) { return t.name == name; });
-}
+bool SafetensorsFile::has(const std::string& name) const { return index_.count(name) != 0; }
 
 const SafetensorsTensor& SafetensorsFile::tensor(const std::string& name) const {
-  for (const auto& t : tensors_)
-    if (t.name == name) return t;
-  throw IoError(fmt::format("{}: no tensor named '{}'", what_, name));
+  const auto it = index_.find(name);
+  if (it == index_.end()) throw IoError(fmt::format("{}: no tensor named '{}'", what_, name));
+  return tensors_[it->second];
 }
 
 const unsigned char* SafetensorsFile::raw(const std::string& name, SafetensorsDtype expect) const {

@@ -54,11 +54,13 @@ class Value {
   const Array& as_array() const;
   Array& as_array();
   const Object& as_object() const;
+  Object& as_object();
 
-  // Object access. find() returns nullptr when absent; at() throws IoError naming the key.
+  // Object access (a linear scan: index a large object yourself). find() returns nullptr when
+  // absent; at() throws IoError naming the key.
   const Value* find(std::string_view key) const;
   const Value& at(std::string_view key) const;
-  // Inserts or replaces (keeping the original position when replacing).
+  // Inserts or replaces (keeping the original position when replacing); a linear scan too.
   Value& set(std::string key, Value value);
   // Array append.
   Value& push_back(Value value);

@@ -3,8 +3,9 @@
 // as numpy does). Matrices are 2-D; a 1-D array reads as 1 × n and a 0-D one as 1 × 1.
 //
 // Everything is validated before any allocation: magic, version, header length, the header dict,
-// the shape (no overflow; elements × item size must equal the bytes left in the file). A truncated,
-// malformed or hostile file raises IoError naming the path and what was expected.
+// the shape (no overflow; elements × item size must equal the bytes left in the file; a zero-size
+// array's non-zero dimensions may multiply to at most 2^24, since no file size bounds them). A
+// truncated, malformed or hostile file raises IoError naming the path and what was expected.
 #pragma once
 
 #include <cstddef>

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "qround/packed.hpp"
@@ -60,6 +61,7 @@ class SafetensorsFile {
   std::vector<unsigned char> bytes_;
   std::size_t data_start_ = 0;
   std::vector<SafetensorsTensor> tensors_;
+  std::unordered_map<std::string, std::size_t> index_;  // name → position in tensors_
   std::map<std::string, std::string> metadata_;
 };
 
