@@ -42,7 +42,7 @@ if [ "${CI:-}" = "true" ]; then
   cmake --build build/asan -j "$jobs"
   # The whole-model accuracy runs (tens of seconds in Release, 30x that under the sanitizers)
   # repeat code the smaller model tests already cover under ASan; they ran above in Release.
-  heavy='^(PipelineLlama2c\.(ThreeBits|FourBits)|CliModel\.MixedBudgetLands)'
+  heavy='^(PipelineLlama2c\.(ThreeBits|FourBits)|CliModel\.MixedBudgetLands|BlockReconstruction\.Stories)'
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build/asan --output-on-failure -j "$jobs" --timeout 900 -E "$heavy"
 fi

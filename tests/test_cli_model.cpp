@@ -104,6 +104,34 @@ TEST(CliModel, UsageAndRuntimeErrors) {
 // the budget between them is 4.1 (3.5 would be below uniform 3 bits and mostly 2-bit layers).
 // Measured: uniform 3 bits NLL 2.1014 (3.6105 bpw), uniform 4 bits 1.6387 (4.6427 bpw), mixed
 // ≤ 4.1 NLL 1.8636 (4.0962 bpw; 18 layers at 3 bits, 16 at 4, 1 at 8); float 1.5420.
+// --method block: the per-layer method then block reconstruction, its table and report (a few
+// steps only: the quality is the block reconstruction tests' job); its options only with it.
+TEST(CliModel, BlockMethodRunsAndReports) {
+  QROUND_REQUIRE_MODEL_DATA(dir);
+  TempDir tmp;
+  const std::string common = "model " + model_flags(dir) + " --calib '" + dir +
+                             "/tinystories_train_head.txt' --calib-tokens 511 --eval '" + dir +
+                             "/tinystories_train_head.txt' --eval-tokens 1000 --bits 3 --quiet";
+  const auto r = run_cli(common + " --method block --block-init nearest --block-iterations 5 " +
+                         "--block-batch 1 --report '" + tmp.file("r.json") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("per-layer loss"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("block reconstruction"), std::string::npos) << r.out;
+  const json::Value j = json::parse(slurp(tmp.file("r.json")));
+  const auto& blocks = j.at("block_reconstruction").at("blocks").as_array();
+  ASSERT_EQ(blocks.size(), 5u);
+  for (const auto& b : blocks)
+    EXPECT_LE(b.at("final_loss").as_number(), b.at("per_layer_loss").as_number());
+  EXPECT_EQ(j.at("block_reconstruction").at("iterations").as_int(), 5);
+  for (const std::string bad :
+       {" --block-iterations 5", " --method block --block-target other",
+        " --method block --block-init block", " --method block --block-lr 0",
+        " --method block --block-iterations -2", " --method block --block-init nosuch"}) {
+    const auto e = run_cli(common + bad);
+    EXPECT_EQ(e.exit_code, 2) << bad << ": " << e.err;
+  }
+}
+
 TEST(CliModel, MixedBudgetLandsBetweenUniformWidths) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   TempDir tmp;

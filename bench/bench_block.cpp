@@ -1,0 +1,103 @@
+// One training step of block reconstruction (model/block_reconstruction.hpp) on a block of a
+// realistic size: dimension 1024, 8 heads, feed-forward 2816, windows of 512 tokens. A step is the
+// taped forward pass and the backward pass of every window of the batch, the windows spread over
+// the threads as reconstruct_blocks does. FLOPs counted as the products' multiply-adds × 2:
+//   forward  2·T·(4·d·d + 3·d·ff) for the linears + 2·T²·d for the causal q·kᵀ and P·v
+//   backward twice the forward (two products per forward product)
+// (elementwise work — softmax, SiLU, RMSNorm — not counted). Read the share against the f32 peak
+// measured here with as many threads.
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+#include <array>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "machine_limits.hpp"
+#include "qround/detail/rng.hpp"
+#include "qround/model/llama_block.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+using qround::Index;
+using qround::MatrixF;
+using namespace qround::model;
+
+MatrixF random_matrix(Index rows, Index cols, std::uint64_t seed, float scale) {
+  qround::detail::Rng rng(seed);
+  MatrixF m(rows, cols);
+  for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * static_cast<float>(rng.normal());
+  return m;
+}
+
+void BM_BlockStep(benchmark::State& state) {
+  const int windows = static_cast<int>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  LlamaConfig c;
+  c.dim = 1024;
+  c.hidden_dim = 2816;
+  c.n_layers = 1;
+  c.n_heads = 8;
+  c.n_kv_heads = 8;
+  c.vocab_size = 32;
+  c.seq_len = 512;
+  const RopeTable rope = RopeTable::for_config(c);
+  const float in_scale = 1.0f / 32.0f;
+  std::array<MatrixF, kLinearsPerBlock> w = {random_matrix(c.dim, c.dim, 1, in_scale),
+                                             random_matrix(c.dim, c.dim, 2, in_scale),
+                                             random_matrix(c.dim, c.dim, 3, in_scale),
+                                             random_matrix(c.dim, c.dim, 4, in_scale),
+                                             random_matrix(c.hidden_dim, c.dim, 5, in_scale),
+                                             random_matrix(c.hidden_dim, c.dim, 6, in_scale),
+                                             random_matrix(c.dim, c.hidden_dim, 7, 1.0f / 53.0f)};
+  const qround::VectorF gain = qround::VectorF::Ones(c.dim);
+  BlockParams<float> p;
+  p.rms_att = &gain;
+  p.rms_ffn = &gain;
+  for (int k = 0; k < kLinearsPerBlock; ++k) p.linear[k] = &w[k];
+  std::vector<MatrixF> x(windows), target(windows), out(windows);
+  for (int i = 0; i < windows; ++i) {
+    x[i] = random_matrix(c.seq_len, c.dim, 10 + i, 1.0f);
+    target[i] = random_matrix(c.seq_len, c.dim, 100 + i, 1.0f);
+  }
+  std::vector<BlockTape<float>> tapes(windows);
+  std::vector<std::array<MatrixF, kLinearsPerBlock>> grads(windows);
+  const int eigen_threads = Eigen::nbThreads();
+  Eigen::setNbThreads(1);  // parallel over windows, as reconstruct_blocks
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int i = 0; i < windows; ++i) {
+      out[i] = x[i];
+      block_forward<float>(c, rope, p, out[i], {}, &tapes[i]);
+      out[i] -= target[i];
+      block_backward<float>(c, rope, p, tapes[i], out[i], grads[i]);
+    }
+    benchmark::ClobberMemory();
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  Eigen::setNbThreads(eigen_threads);
+  const double T = c.seq_len, d = c.dim, ff = c.hidden_dim;
+  const double forward = 2.0 * T * (4.0 * d * d + 3.0 * d * ff) + 2.0 * T * T * d;
+  const double flops = 3.0 * forward * windows * static_cast<double>(state.iterations()) / seconds;
+  state.counters["GFLOP/s"] = flops / 1e9;
+  state.counters["s_per_step"] = seconds / static_cast<double>(state.iterations());
+  qround::bench::report_share(state, flops, qround::bench::Limit::kF32Fma, threads,
+                              benchmark::Counter::kDefaults);
+  state.SetLabel(std::to_string(windows) + " windows of 512 tokens, " + std::to_string(threads) +
+                 " thread(s)");
+}
+BENCHMARK(BM_BlockStep)
+    ->ArgNames({"windows", "threads"})
+    ->Args({1, 1})
+    ->Args({4, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
