@@ -164,6 +164,12 @@ void print_blocks(const model::BlockReconstruction& r) {
   fmt::print("block reconstruction {:.1f} s\n", r.seconds);
 }
 
+json::Value string_array(const std::vector<std::string>& items) {
+  json::Value a = json::Value::array();
+  for (const auto& item : items) a.push_back(item);
+  return a;
+}
+
 json::Value blocks_json(const model::BlockReconstruction& r,
                         const model::BlockReconstructionOptions& o) {
   json::Value v = json::Value::object();
@@ -181,22 +187,11 @@ json::Value blocks_json(const model::BlockReconstruction& r,
     j.set("learned_loss", b.learned_loss);
     j.set("final_loss", b.final_loss);
     j.set("seconds", b.seconds);
-    json::Value kept = json::Value::array();
-    for (const auto& k : b.kept_per_layer) kept.push_back(k);
-    j.set("kept_per_layer_codes", std::move(kept));
-    json::Value frozen = json::Value::array();
-    for (const auto& f : b.frozen) frozen.push_back(f);
-    j.set("frozen", std::move(frozen));
-    json::Value notes = json::Value::array();
-    for (const auto& n : b.notes) notes.push_back(n);
-    j.set("notes", std::move(notes));
+    j.set("kept_per_layer_codes", string_array(b.kept_per_layer));
+    j.set("frozen", string_array(b.frozen));
+    j.set("notes", string_array(b.notes));
     json::Value curve = json::Value::array();
-    for (const auto& [it, loss] : b.loss_curve) {
-      json::Value p = json::Value::array();
-      p.push_back(it);
-      p.push_back(loss);
-      curve.push_back(std::move(p));
-    }
+    for (const auto& [it, loss] : b.loss_curve) curve.push_back(json::Value::Array{it, loss});
     j.set("loss_curve", std::move(curve));
     blocks.push_back(std::move(j));
   }
