@@ -224,9 +224,10 @@ TEST(BlockReconstruction, RefusesBadInputAndCancelsCleanly) {
   EXPECT_EQ(model.linear(0), weights);
 }
 
-// stories260K, 2 bits group 32, sequential GPTQ per layer, then 100 block steps: the model's NLL
+// stories260K, 2 bits group 32, sequential GPTQ per layer, then 150 block steps: the model's NLL
 // must drop well below the per-layer result's (calibration: 4 windows from the second half of the
-// file, as the pipeline tests; evaluation: 4 096 tokens of its start).
+// file, as the pipeline tests; evaluation: 4 096 tokens of its start). Measured: float 1.548,
+// per-layer GPTQ 5.094; 100 block steps reach 4.461 (0.82 of the loss), 150 pass the 0.8 bound.
 TEST(BlockReconstruction, Stories260KTwoBitsBeatsPerLayerGptq) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   const LlamaModel float_model = load_llama2c(dir + "/stories260K.bin");
@@ -239,7 +240,7 @@ TEST(BlockReconstruction, Stories260KTwoBitsBeatsPerLayerGptq) {
   ModelQuantization q = per_layer(model, calib, GridSpec::with_group_size(2, 32), Method::kGptq);
   const double nll_per_layer = evaluate(model, eval).nll;
   BlockReconstructionOptions o;
-  o.iterations = 100;
+  o.iterations = 150;
   reconstruct_blocks(model, float_model, calib, pointers(q, model.num_linear()), o);
   const double nll_block = evaluate(model, eval).nll;
   const double nll_float = evaluate(float_model, eval).nll;
