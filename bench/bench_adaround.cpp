@@ -13,9 +13,9 @@
 
 #include <chrono>
 #include <ctime>
-#include <random>
 
 #include "../src/kernels/sgemm_packed.hpp"
+#include "bench_data.hpp"
 #include "machine_limits.hpp"
 #include "qround/adaround.hpp"
 
@@ -24,13 +24,7 @@ namespace {
 using qround::Index;
 using qround::MatrixF;
 
-MatrixF random_matrix(Index rows, Index cols, std::uint32_t seed, float scale) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  MatrixF m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
-  return m;
-}
+using qround::bench::random_matrix;
 
 // A symmetric positive definite stand-in for XᵀX (diagonally dominant), built in O(in²).
 qround::LayerProblem hessian_problem(Index n) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_data.hpp"
 #include "machine_limits.hpp"
 #include "qround/detail/rng.hpp"
 #include "qround/model/llama_block.hpp"
@@ -28,12 +29,7 @@ using qround::Index;
 using qround::MatrixF;
 using namespace qround::model;
 
-MatrixF random_matrix(Index rows, Index cols, std::uint64_t seed, float scale) {
-  qround::detail::Rng rng(seed);
-  MatrixF m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * static_cast<float>(rng.normal());
-  return m;
-}
+using qround::bench::random_matrix;
 
 void BM_BlockStep(benchmark::State& state) {
   const int windows = static_cast<int>(state.range(0));

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <string>
 
+#include "bench_data.hpp"
 #include "machine_limits.hpp"
 #include "qround/detail/dense.hpp"
 #include "qround/detail/rng.hpp"
@@ -22,12 +23,7 @@ namespace {
 using qround::Index;
 using qround::MatrixF;
 
-MatrixF random_matrix(Index rows, Index cols, std::uint64_t seed, float scale) {
-  qround::detail::Rng rng(seed);
-  MatrixF m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * static_cast<float>(rng.normal());
-  return m;
-}
+using qround::bench::random_matrix;
 
 // Runs the benchmark loop on `threads` OpenMP threads and reports GFLOP/s and the share of the
 // f64 peak measured here with as many threads.

@@ -230,10 +230,14 @@ void LlamaModel::forward_block(int l, MatrixF& x) const {
   run_block(l, x, {});
 }
 
-MatrixF LlamaModel::logits(const MatrixF& hidden) const {
+MatrixF LlamaModel::logits(const MatrixF& hidden) const { return head(hidden, {}); }
+
+MatrixF LlamaModel::head(const MatrixF& hidden, const LinearInputFn& observe) const {
   SingleThreadedEigen single_threaded;
   MatrixF xf;
   rms_norm<float>(hidden, weights_.rms_final, config_.rms_eps, xf);
+  if (observe && !single_threaded.with_caller_threads([&] { return observe(num_linear(), xf); }))
+    return {};
   const MatrixF& cls = config_.shared_classifier ? weights_.token_embedding : weights_.classifier;
   return xf * cls.transpose();
 }
@@ -243,15 +247,7 @@ MatrixF LlamaModel::forward(const std::vector<int>& tokens, const LinearInputFn&
   MatrixF x = embed(tokens);
   for (int l = 0; l < config_.n_layers; ++l)
     if (!run_block(l, x, observe)) return {};
-  if (observe && observe_classifier) {
-    SingleThreadedEigen single_threaded;
-    MatrixF xf;
-    rms_norm<float>(x, weights_.rms_final, config_.rms_eps, xf);
-    if (!single_threaded.with_caller_threads([&] { return observe(num_linear(), xf); })) return {};
-    const MatrixF& cls = config_.shared_classifier ? weights_.token_embedding : weights_.classifier;
-    return xf * cls.transpose();
-  }
-  return logits(x);
+  return head(x, observe_classifier ? observe : LinearInputFn{});
 }
 
 }  // namespace qround::model

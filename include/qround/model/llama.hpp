@@ -118,6 +118,9 @@ class LlamaModel {
   RopeTable rope_;
   // Block l through the shared implementation, with `observe` seeing each linear's input.
   bool run_block(int l, MatrixF& x, const LinearInputFn& observe) const;
+  // Final RMSNorm and classifier; `observe` (optional) sees the classifier's input as index
+  // num_linear() and may stop the pass (an empty result).
+  MatrixF head(const MatrixF& hidden, const LinearInputFn& observe) const;
 };
 
 }  // namespace qround::model
