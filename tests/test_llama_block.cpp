@@ -2,10 +2,12 @@
 // differences in double, on a small GQA block, for every weight matrix and the input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "qround/error.hpp"
+#include "qround/isa.hpp"
 #include "qround/model/llama_block.hpp"
 
 namespace qround::model {
@@ -72,8 +74,8 @@ struct SmallBlock {
   }
 };
 
-// Seeds 1, 2 at 7 tokens (every entry checked), seed 3 at 150 tokens (the causal attention's
-// tiles of 64 query rows, a partial last tile; every 13th entry checked).
+// Seeds 1, 2 at 7 tokens (every entry checked), seed 3 at 150 tokens (rows of keys longer than the
+// attention kernels' lanes, a partial last vector; every 13th entry checked).
 TEST(LlamaBlock, BackwardMatchesFiniteDifferences) {
   for (unsigned seed : {1u, 2u, 3u}) {
     const int seq_len = seed == 3 ? 150 : 7;
@@ -133,6 +135,76 @@ TEST(LlamaBlock, FloatForwardAgreesWithDouble) {
   MatrixF yf = b.x.cast<float>();
   ASSERT_TRUE(block_forward<float>(b.config, b.rope, p, yf));
   EXPECT_LT((yf.cast<double>() - yd).cwiseAbs().maxCoeff(), 1e-4 * yd.cwiseAbs().maxCoeff());
+}
+
+// The float path (the attention kernels and the packed GEMM of every ISA this CPU runs) against
+// the double one (Eigen products, plain per-row attention), forward and backward, at a length
+// with partial vectors and more rows than the products split; and the same bits for any thread
+// count.
+struct FloatBlock {
+  BlockVector<float> ga, gf;
+  std::array<MatrixF, kLinearsPerBlock> w;
+  BlockParams<float> p;
+  explicit FloatBlock(const SmallBlock& b)
+      : ga(b.rms_att.cast<float>()), gf(b.rms_ffn.cast<float>()) {
+    p.rms_att = &ga;
+    p.rms_ffn = &gf;
+    for (int k = 0; k < kLinearsPerBlock; ++k) {
+      w[k] = b.w[k].cast<float>();
+      p.linear[k] = &w[k];
+    }
+  }
+};
+
+struct FloatPass {
+  MatrixF y, dx;
+  std::array<MatrixF, kLinearsPerBlock> dw;
+};
+
+FloatPass float_pass(const SmallBlock& b, const FloatBlock& f, int threads) {
+  FloatPass r;
+  r.y = b.x.cast<float>();
+  BlockTape<float> tape;
+  EXPECT_TRUE(block_forward<float>(b.config, b.rope, f.p, r.y, {}, &tape, threads));
+  const MatrixF dy = b.probe.cast<float>();
+  block_backward<float>(b.config, b.rope, f.p, tape, dy, r.dw, &r.dx, threads);
+  return r;
+}
+
+double relative_gap(const MatrixF& f, const MatD& d) {
+  return (f.cast<double>() - d).cwiseAbs().maxCoeff() / std::max(1e-30, d.cwiseAbs().maxCoeff());
+}
+
+TEST(LlamaBlock, FloatBackwardAgreesWithDoubleOnEveryIsa) {
+  const SmallBlock b(5, 150);
+  MatD yd = b.x;
+  BlockTape<double> tape;
+  ASSERT_TRUE(block_forward<double>(b.config, b.rope, b.params(), yd, {}, &tape));
+  std::array<MatD, kLinearsPerBlock> dwd;
+  MatD dxd;
+  block_backward<double>(b.config, b.rope, b.params(), tape, b.probe, dwd, &dxd);
+  const FloatBlock f(b);
+  for (Isa isa : supported_isas()) {
+    SCOPED_TRACE(to_string(isa));
+    ScopedIsaOverride use(isa);
+    const FloatPass r = float_pass(b, f, 1);
+    EXPECT_LT(relative_gap(r.y, yd), 1e-5);
+    EXPECT_LT(relative_gap(r.dx, dxd), 1e-4);
+    for (int k = 0; k < kLinearsPerBlock; ++k)
+      EXPECT_LT(relative_gap(r.dw[k], dwd[k]), 1e-4) << to_string(static_cast<BlockLinear>(k));
+  }
+}
+
+TEST(LlamaBlock, FloatPassSameBitsForAnyThreadCount) {
+  const SmallBlock b(6, 150);
+  const FloatBlock f(b);
+  const FloatPass one = float_pass(b, f, 1);
+  for (int threads : {2, 3}) {
+    const FloatPass r = float_pass(b, f, threads);
+    EXPECT_EQ(r.y, one.y) << threads << " threads";
+    EXPECT_EQ(r.dx, one.dx) << threads << " threads";
+    for (int k = 0; k < kLinearsPerBlock; ++k) EXPECT_EQ(r.dw[k], one.dw[k]) << threads;
+  }
 }
 
 TEST(LlamaBlock, RefusesBadShapes) {

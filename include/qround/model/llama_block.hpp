@@ -39,7 +39,7 @@ template <typename Scalar>
 struct BlockTape {
   BlockMatrix<Scalar> x, u, q, k, v, att, x_mid, u_mid, gate, up, act;
   BlockVector<Scalar> inv_rms, inv_rms_mid;  // 1/√(mean(x²)+ε) per token
-  std::vector<BlockMatrix<Scalar>> probs;    // per head: T × T softmax weights (upper part 0)
+  std::vector<BlockMatrix<Scalar>> probs;    // per head: softmax weights, row i entries 0..i
 };
 
 // Row-wise RMSNorm with gain g (the model's float order of operations); inv_rms, when given,
@@ -56,20 +56,23 @@ using BlockLinearFn =
 
 // x (T × dim, T ≤ seq_len) becomes the block's output. `apply` (optional) computes the linears;
 // without it they are params.linear. Returns false if `apply` stopped the pass (x is then
-// unspecified). With `tape`, records what block_backward needs.
+// unspecified). With `tape`, records what block_backward needs. `threads` > 1 splits the products'
+// rows and the attention's kv heads over that many OpenMP threads (the result does not depend on
+// it); callers that already run windows in parallel pass 1.
 template <typename Scalar>
 bool block_forward(const LlamaConfig& config, const RopeTable& rope,
                    const BlockParams<Scalar>& params, BlockMatrix<Scalar>& x,
-                   const BlockLinearFn<Scalar>& apply = {}, BlockTape<Scalar>* tape = nullptr);
+                   const BlockLinearFn<Scalar>& apply = {}, BlockTape<Scalar>* tape = nullptr,
+                   int threads = 1);
 
 // Given dL/dy for the block output of a taped forward pass, writes dL/dW of every linear into
 // `grad_weights` (each resized to its weight's shape) and, when `grad_input` is given, dL/dx.
-// The gains are constants here.
+// The gains are constants here. `threads` as in block_forward.
 template <typename Scalar>
 void block_backward(const LlamaConfig& config, const RopeTable& rope,
                     const BlockParams<Scalar>& params, const BlockTape<Scalar>& tape,
                     const BlockMatrix<Scalar>& grad_output,
                     std::array<BlockMatrix<Scalar>, kLinearsPerBlock>& grad_weights,
-                    BlockMatrix<Scalar>* grad_input = nullptr);
+                    BlockMatrix<Scalar>* grad_input = nullptr, int threads = 1);
 
 }  // namespace qround::model
