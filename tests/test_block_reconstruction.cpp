@@ -134,20 +134,26 @@ TEST(BlockReconstruction, NeverWorseThanPerLayerAndLearnsSomething) {
 TEST(BlockReconstruction, SameResultForAnyThreadCount) {
   const LlamaModel float_model = random_llama(3);
   const auto windows = random_windows(5, 20, 48, 4);
-  std::vector<ModelQuantization> results;
-  for (int threads : {1, 2}) {
-    LlamaModel model = float_model;
-    ModelQuantization q = per_layer(model, windows, GridSpec::with_group_size(3, 16));
-    BlockReconstructionOptions o = quick(60);
-    o.threads = threads;
-    o.seed = 7;
-    reconstruct_blocks(model, float_model, windows, pointers(q, model.num_linear()), o);
-    results.push_back(std::move(q));
-  }
-  for (std::size_t i = 0; i < results[0].layers.size(); ++i) {
-    EXPECT_EQ(results[0].layers[i].quantized.codes, results[1].layers[i].quantized.codes);
-    EXPECT_EQ(results[0].layers[i].quantized.grid.scales,
-              results[1].layers[i].quantized.grid.scales);
+  // Batches of 3 run windows in parallel; a batch of 1 splits each window's work instead.
+  for (int batch : {3, 1}) {
+    std::vector<ModelQuantization> results;
+    for (int threads : {1, 2}) {
+      LlamaModel model = float_model;
+      ModelQuantization q = per_layer(model, windows, GridSpec::with_group_size(3, 16));
+      BlockReconstructionOptions o = quick(60);
+      o.threads = threads;
+      o.seed = 7;
+      o.batch_windows = batch;
+      reconstruct_blocks(model, float_model, windows, pointers(q, model.num_linear()), o);
+      results.push_back(std::move(q));
+    }
+    for (std::size_t i = 0; i < results[0].layers.size(); ++i) {
+      EXPECT_EQ(results[0].layers[i].quantized.codes, results[1].layers[i].quantized.codes)
+          << "batch " << batch;
+      EXPECT_EQ(results[0].layers[i].quantized.grid.scales,
+                results[1].layers[i].quantized.grid.scales)
+          << "batch " << batch;
+    }
   }
 }
 
@@ -241,6 +247,7 @@ TEST(BlockReconstruction, Stories260KTwoBitsBeatsPerLayerGptq) {
   const double nll_per_layer = evaluate(model, eval).nll;
   BlockReconstructionOptions o;
   o.iterations = 150;
+  o.batch_windows = 4;
   reconstruct_blocks(model, float_model, calib, pointers(q, model.num_linear()), o);
   const double nll_block = evaluate(model, eval).nll;
   const double nll_float = evaluate(float_model, eval).nll;

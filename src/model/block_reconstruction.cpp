@@ -280,6 +280,10 @@ BlockReconstruction reconstruct_blocks(LlamaModel& model, const LlamaModel& floa
       std::vector<int> order(n_windows);
       std::iota(order.begin(), order.end(), 0);
       const int batch = std::min(options.batch_windows, n_windows);
+      // Threads over the batch's windows first; those left over split each window's products
+      // and heads (a batch smaller than the thread count still uses every core).
+      const int window_threads = std::min(threads, batch);
+      const int inner_threads = std::max(1, threads / window_threads);
       std::vector<std::array<MatrixF, kLinearsPerBlock>> grads(batch);
       // Per batch slot, reused across steps: a window's tape is megabytes (T² per head), and a
       // fresh allocation each step costs page faults.
@@ -298,22 +302,24 @@ BlockReconstruction reconstruct_blocks(LlamaModel& model, const LlamaModel& floa
         Index batch_token_count = 0;
         for (int b = 0; b < batch; ++b) batch_token_count += hidden_q[order[b]].rows();
         const float grad_scale = 2.0f / static_cast<float>(batch_token_count);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(std::min(threads, batch))
-        for (int b = 0; b < batch; ++b) {
+        auto run_window = [&](int b) {
           const int w = order[b];
           MatrixF& out = outs[b];
           out = hidden_q[w];
-          block_forward<float>(c, model.rope(), soft_params, out, {}, &tapes[b]);
+          block_forward<float>(c, model.rope(), soft_params, out, {}, &tapes[b], inner_threads);
           out -= target[w];
           batch_sums[b] = out.cast<double>().squaredNorm();
           out *= grad_scale;
-          block_backward<float>(c, model.rope(), soft_params, tapes[b], out, grads[b]);
-        }
-        // Sum the windows' gradients in batch order: the same result for any thread count.
-        for (int k = 0; k < kLinearsPerBlock; ++k) {
-          if (!vars[k].trainable) continue;
-          total[k] = grads[0][k];
-          for (int b = 1; b < batch; ++b) total[k] += grads[b][k];
+          block_backward<float>(c, model.rope(), soft_params, tapes[b], out, grads[b], nullptr,
+                                inner_threads);
+        };
+        // One level of OpenMP teams only: a second, nested team would spin against the first
+        // one's idle threads for the same cores.
+        if (window_threads > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(window_threads)
+          for (int b = 0; b < batch; ++b) run_window(b);
+        } else {
+          for (int b = 0; b < batch; ++b) run_window(b);
         }
         const double rec =
             std::accumulate(batch_sums.begin(), batch_sums.end(), 0.0) / batch_token_count;
@@ -331,10 +337,15 @@ BlockReconstruction reconstruct_blocks(LlamaModel& model, const LlamaModel& floa
             detail::anneal(options.beta_start, options.beta_end, it, options.iterations,
                            options.warm_start, detail::AnnealShape::kCosine));
         const float lambda = static_cast<float>(options.lambda);
+        // The layers' updates are independent: one layer per thread at a time.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
         for (int k = 0; k < kLinearsPerBlock; ++k) {
           LayerVariables& v = vars[k];
           if (!v.trainable) continue;
+          // The windows' gradients summed in batch order: the same for any thread count.
           MatrixF& g = total[k];
+          g = grads[0][k];
+          for (int b = 1; b < batch; ++b) g += grads[b][k];
           if (v.learn_scale) v.scale_gradient(g);  // g becomes ∂/∂α below
           for (Index e = 0; e < g.size(); ++e) {
             float grad = g.data()[e] * v.chain.data()[e];
