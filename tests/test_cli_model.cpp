@@ -11,6 +11,9 @@
 #include "qround/io/imatrix.hpp"
 #include "qround/io/json.hpp"
 #include "qround/io/safetensors.hpp"
+#include "qround/model/gguf_llama.hpp"
+#include "qround/model/llama2c.hpp"
+#include "qround/model/tokenizer.hpp"
 
 namespace qround {
 namespace {
@@ -181,6 +184,38 @@ TEST(CliModel, MixedBudgetUsageErrors) {
 // `qround model --format`: the GGUF, the JSON report with every tensor, the importance matrix of
 // the calibration written for llama-quantize and read back with --imatrix, and the held-out
 // evaluation (--eval-skip) — the plumbing; the exactness of the file is test_gguf_llama's.
+// A GGUF whose vocabulary qround cannot run: text is refused with a hint, token ids quantize it,
+// and the output keeps the input's tokenizer.
+TEST(CliModelGguf, AnUnrunnableTokenizerTakesTokenIdsAndIsKept) {
+  QROUND_REQUIRE_MODEL_DATA(dir);
+  TempDir tmp;
+  const model::LlamaModel s = model::load_llama2c(dir + "/stories260K.bin");
+  const auto tok = model::Tokenizer::load(dir + "/tok512.bin", s.config().vocab_size);
+  io::GgufFile f = model::llama_to_gguf(s, tok);
+  f.set("tokenizer.ggml.model", io::GgufValue::string("gpt2"));
+  f.set("tokenizer.ggml.merges", io::GgufValue::array(std::vector<std::string>{"a b"}));
+  const std::string in = tmp.file("bpe.gguf"), out = tmp.file("q.gguf"),
+                    ids = tmp.file("calib.tokens");
+  io::write_gguf(in, f);
+  std::string id_text;
+  for (int t : tok.encode(slurp(dir + "/tinystories_train_head.txt").substr(0, 6000)))
+    id_text += std::to_string(t) + " ";
+  std::ofstream(ids) << id_text;
+  const std::string text = "'" + dir + "/tinystories_train_head.txt'";
+  const auto refused = run_cli("model --model '" + in + "' --calib " + text + " --eval " + text +
+                               " --format q8_0 --quiet --out '" + out + "'");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("gpt2"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find(".tokens"), std::string::npos) << refused.err;
+  const auto r = run_cli("model --model '" + in + "' --calib '" + ids + "' --eval '" + ids +
+                         "' --format q8_0 --method gptq --quiet --out '" + out + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const io::GgufFile q = io::read_gguf(out);
+  EXPECT_EQ(q.get("tokenizer.ggml.model").get<std::string>(), "gpt2");
+  EXPECT_TRUE(q.get("tokenizer.ggml.merges") == f.get("tokenizer.ggml.merges"));
+  EXPECT_TRUE(q.get("tokenizer.ggml.tokens") == f.get("tokenizer.ggml.tokens"));
+}
+
 TEST(CliModelGguf, WritesTheFileReportAndImatrix) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   TempDir tmp;

@@ -215,6 +215,38 @@ TEST(GgufLlama, AnotherTokenizerLoadsTheModelAndSaysWhyTextCannotBeTokenized) {
   EXPECT_NE(h.tokenizer_error.find("token 10"), std::string::npos) << h.tokenizer_error;
 }
 
+// A vocabulary qround cannot run (a BPE one here) is carried into the written file verbatim, so
+// the engine tokenizes the quantized model as it did the original.
+TEST(GgufLlama, AnUnrunnableTokenizerIsWrittenOnUnchanged) {
+  QROUND_REQUIRE_MODEL_DATA(dir);
+  const Stories s = load_stories(dir);
+  io::GgufFile f = llama_to_gguf(s.model, s.tokenizer);
+  f.set("tokenizer.ggml.model", io::GgufValue::string("gpt2"));
+  f.set("tokenizer.ggml.merges", io::GgufValue::array(std::vector<std::string>{"a b", "ab c"}));
+  f.set("tokenizer.ggml.pre", io::GgufValue::string("default"));
+  const GgufLlama g = round_trip(f);
+  ASSERT_FALSE(g.tokenizer.has_value());
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : f.metadata())
+    if (key.rfind("tokenizer.", 0) == 0) keys.push_back(key);
+  ASSERT_EQ(g.tokenizer_metadata.size(), keys.size());
+  LlamaGgufOptions o;
+  o.tokenizer_metadata = g.tokenizer_metadata;
+  const io::GgufFile out = llama_to_gguf(g.model, nullptr, o);
+  for (const std::string& key : keys) {
+    const io::GgufValue* a = f.find(key);
+    const io::GgufValue* b = out.find(key);
+    ASSERT_NE(b, nullptr) << key;
+    EXPECT_TRUE(*a == *b) << key;
+  }
+  EXPECT_EQ(out.get("tokenizer.ggml.model").get<std::string>(), "gpt2");
+  // Neither a tokenizer nor its keys: refused, since llama.cpp cannot load a model without one.
+  EXPECT_THROW(llama_to_gguf(g.model, nullptr, LlamaGgufOptions{}), InvalidArgument);
+  LlamaGgufOptions bad;
+  bad.tokenizer_metadata = {{"general.name", io::GgufValue::string("x")}};
+  EXPECT_THROW(llama_to_gguf(g.model, nullptr, bad), InvalidArgument);
+}
+
 TEST(GgufQuantize, PureTypesFallBackAsLlamaCppDoes) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   const Stories s = load_stories(dir);
@@ -281,7 +313,9 @@ TEST(GgufQuantize, CancellationLeavesTheModelFloat) {
   QROUND_REQUIRE_MODEL_DATA(dir);
   const Stories s = load_stories(dir);
   const auto calib = make_eval_windows(
-      s.tokenizer.encode(::qround::testing::slurp(dir + "/tinystories_train_head.txt").substr(0, 3000)), 256);
+      s.tokenizer.encode(
+          ::qround::testing::slurp(dir + "/tinystories_train_head.txt").substr(0, 3000)),
+      256);
   GgufQuantizeOptions o;
   o.sequential.round.grid.search = ScaleSearch::kHessian;
   o.types = pure_tensor_types(s.model, GgmlType::kQ4_0);

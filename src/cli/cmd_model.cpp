@@ -83,8 +83,8 @@ constexpr const char* kHelp =
                        gptq): each block's seven linears re-rounded jointly on their grids to
                        match the float model's block output (--block-target float, default; local:
                        the float block on the quantized input), keeping per layer whichever codes
-                       give the lower block loss. --block-iterations N (1000) Adam steps per block
-                       on --block-batch W (4) windows each, --block-lr (0.01) on the rounding
+                       give the lower block loss. --block-iterations N (700) Adam steps per block
+                       on --block-batch W (1) windows each, --block-lr (0.01) on the rounding
                        variables, --block-scale-lr (0.001; 0 freezes) on the log group scales of
                        float grids (a ggml type's stored scales stay frozen), --block-lambda (0.01)
   --bits               2..8 (default 4); --group-size 0 = per row (default 32)
@@ -427,7 +427,9 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
   mix.has_imatrix = imatrix_path.has_value();  // llama-quantize's imatrix rules
   if (imatrix_path) options.imatrix = io::read_imatrix(*imatrix_path);
   auto files = load_model_files(paths);
-  const model::Tokenizer& tokenizer = files.require_tokenizer();
+  // A vocabulary qround cannot run still quantizes from token ids (*.tokens), and the output
+  // carries the input's tokenizer.* keys on.
+  const model::Tokenizer* tokenizer = files.tokenizer ? &*files.tokenizer : nullptr;
   const int seq_len = files.model.config().seq_len;
   const auto calib =
       model::make_eval_windows(read_tokens(files, calib_path), seq_len, calib_tokens);
@@ -467,6 +469,7 @@ int run_model_gguf(Args& args, const ModelPaths& paths, const std::string& forma
                              io::GgufValue::string(to_string(options.sequential.round.method)));
   if (file_type) gguf.file_type = static_cast<std::uint32_t>(*file_type);
   gguf.metadata.emplace_back("qround.type", io::GgufValue::string(format));
+  if (!tokenizer) gguf.tokenizer_metadata = files.tokenizer_metadata;
   model::write_gguf_llama(out_path, quantized, tokenizer, gguf);
   const double write_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -20,16 +20,18 @@ bool has_gguf_magic(const std::string& path) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
 
 const model::Tokenizer& LoadedModel::require_tokenizer() const {
   if (!tokenizer)
-    throw IoError(fmt::format("cannot tokenize text: {}; give token ids instead (a file named "
-                              "*.tokens holding whitespace-separated ids)",
-                              tokenizer_error));
+    throw IoError(
+        fmt::format("cannot tokenize text: {}; give token ids instead (a file named "
+                    "*.tokens holding whitespace-separated ids)",
+                    tokenizer_error));
   return *tokenizer;
 }
 
@@ -43,19 +45,24 @@ ModelPaths take_model_paths(Args& args) {
 LoadedModel load_model_files(const ModelPaths& paths) {
   if (has_gguf_magic(paths.model)) {
     model::GgufLlama g = model::load_gguf_llama(paths.model);
-    LoadedModel out{std::move(g.model), std::move(g.tokenizer), std::move(g.tokenizer_error), true,
+    LoadedModel out{std::move(g.model),
+                    std::move(g.tokenizer),
+                    std::move(g.tokenizer_error),
+                    std::move(g.tokenizer_metadata),
+                    true,
                     std::move(g.name)};
     if (paths.tokenizer)
       out.tokenizer = model::Tokenizer::load(*paths.tokenizer, out.model.config().vocab_size);
     return out;
   }
   if (!paths.tokenizer)
-    throw UsageError(fmt::format("--tokenizer is required with the llama2.c checkpoint '{}' (a "
-                                 "GGUF model carries its own)",
-                                 paths.model));
+    throw UsageError(
+        fmt::format("--tokenizer is required with the llama2.c checkpoint '{}' (a "
+                    "GGUF model carries its own)",
+                    paths.model));
   model::LlamaModel m = model::load_llama2c(paths.model);
   model::Tokenizer t = model::Tokenizer::load(*paths.tokenizer, m.config().vocab_size);
-  return {std::move(m), std::move(t), {}, false, {}};
+  return {std::move(m), std::move(t), {}, {}, false, {}};
 }
 
 std::string read_text_file(const std::string& path) {

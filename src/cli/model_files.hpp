@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "args.hpp"
+#include "qround/io/gguf.hpp"
 #include "qround/model/llama.hpp"
 #include "qround/model/tokenizer.hpp"
 
@@ -16,8 +17,10 @@ struct LoadedModel {
   model::LlamaModel model;
   std::optional<model::Tokenizer> tokenizer;
   std::string tokenizer_error;  // why `tokenizer` is empty
-  bool gguf = false;            // read from a GGUF file
-  std::string name;             // general.name of a GGUF, else empty
+  // A GGUF's tokenizer.* keys, written on into a quantized GGUF when qround cannot run them.
+  std::vector<std::pair<std::string, io::GgufValue>> tokenizer_metadata;
+  bool gguf = false;  // read from a GGUF file
+  std::string name;   // general.name of a GGUF, else empty
 
   // The tokenizer; IoError saying why there is none and that token ids work instead.
   const model::Tokenizer& require_tokenizer() const;

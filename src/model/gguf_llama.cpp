@@ -76,9 +76,12 @@ class Reader {
       fail(fmt::format("the key {} is missing (a llama model needs it)", key));
     }
     double x = NAN;
-    if (!v->is_array() && v->element_type() == io::GgufType::kFloat32) x = v->get<float>();
-    else if (!v->is_array() && v->element_type() == io::GgufType::kFloat64) x = v->get<double>();
-    else fail(fmt::format("the key {} holds {}, expected a float32", key, v->describe()));
+    if (!v->is_array() && v->element_type() == io::GgufType::kFloat32)
+      x = v->get<float>();
+    else if (!v->is_array() && v->element_type() == io::GgufType::kFloat64)
+      x = v->get<double>();
+    else
+      fail(fmt::format("the key {} holds {}, expected a float32", key, v->describe()));
     if (!std::isfinite(x)) fail(fmt::format("the key {} = {} is not finite", key, x));
     return static_cast<float>(x);
   }
@@ -126,9 +129,10 @@ std::optional<Tokenizer> read_tokenizer(const io::GgufFile& file, int vocab, std
     return std::nullopt;
   }
   if (model->get<std::string>() != "llama") {
-    why = fmt::format("tokenizer.ggml.model is '{}'; qround runs only the SentencePiece-style "
-                      "'llama' tokenizer",
-                      model->get<std::string>());
+    why = fmt::format(
+        "tokenizer.ggml.model is '{}'; qround runs only the SentencePiece-style "
+        "'llama' tokenizer",
+        model->get<std::string>());
     return std::nullopt;
   }
   const io::GgufValue* tokens = file.find("tokenizer.ggml.tokens");
@@ -155,19 +159,22 @@ std::optional<Tokenizer> read_tokenizer(const io::GgufFile& file, int vocab, std
     const io::GgufValue* v = file.find(key);
     if (!v || v->is_array()) return true;
     std::int64_t id = -1;
-    if (v->element_type() == io::GgufType::kUint32) id = v->get<std::uint32_t>();
-    else if (v->element_type() == io::GgufType::kInt32) id = v->get<std::int32_t>();
+    if (v->element_type() == io::GgufType::kUint32)
+      id = v->get<std::uint32_t>();
+    else if (v->element_type() == io::GgufType::kInt32)
+      id = v->get<std::int32_t>();
     return id == expected;
   };
-  if (vocab < Tokenizer::kByteFallbackBase + kByteTokens || !special("tokenizer.ggml.bos_token_id", 1) ||
-      !special("tokenizer.ggml.eos_token_id", 2) || !special("tokenizer.ggml.unknown_token_id", 0)) {
+  if (vocab < Tokenizer::kByteFallbackBase + kByteTokens ||
+      !special("tokenizer.ggml.bos_token_id", 1) || !special("tokenizer.ggml.eos_token_id", 2) ||
+      !special("tokenizer.ggml.unknown_token_id", 0)) {
     why = "the vocabulary does not have <unk> 0, <s> 1, </s> 2 and the byte tokens at 3..258";
     return std::nullopt;
   }
   std::vector<std::string> out(vocab);
   for (int i = 0; i < vocab; ++i) {
-    const bool is_byte = i >= Tokenizer::kByteFallbackBase &&
-                         i < Tokenizer::kByteFallbackBase + kByteTokens;
+    const bool is_byte =
+        i >= Tokenizer::kByteFallbackBase && i < Tokenizer::kByteFallbackBase + kByteTokens;
     if (is_byte && pieces[i] != byte_piece(i - Tokenizer::kByteFallbackBase)) {
       why = fmt::format("token {} is '{}', expected the byte token {}", i, pieces[i],
                         byte_piece(i - Tokenizer::kByteFallbackBase));
@@ -224,12 +231,13 @@ GgufLlama gguf_llama_from(const io::GgufFile& file, const std::string& what) {
   c.rms_eps = in.real("llama.attention.layer_norm_rms_epsilon");
   c.rope_theta = in.real("llama.rope.freq_base", 10000.0f);
   if (c.dim % c.n_heads != 0)
-    in.fail(fmt::format("llama.embedding_length {} is not a multiple of "
-                        "llama.attention.head_count {}",
-                        c.dim, c.n_heads));
+    in.fail(
+        fmt::format("llama.embedding_length {} is not a multiple of "
+                    "llama.attention.head_count {}",
+                    c.dim, c.n_heads));
   const int head = c.dim / c.n_heads;
-  for (const char* key : {"llama.rope.dimension_count", "llama.attention.key_length",
-                          "llama.attention.value_length"})
+  for (const char* key :
+       {"llama.rope.dimension_count", "llama.attention.key_length", "llama.attention.value_length"})
     if (in.integer(key, 1, kMaxDim, head) != head)
       in.fail(fmt::format("{} = {} differs from the head size {}: not supported", key,
                           in.integer(key, 1, kMaxDim), head));
@@ -262,13 +270,15 @@ GgufLlama gguf_llama_from(const io::GgufFile& file, const std::string& what) {
   }
   for (const auto& t : file.tensors())
     if (!expected.count(t.name))
-      in.fail(fmt::format("unexpected tensor '{}' ({}): a llama model of {} blocks has "
-                          "token_embd, blk.N.{{attn_norm, attn_q, attn_k, attn_v, attn_output, "
-                          "ffn_norm, ffn_gate, ffn_up, ffn_down}}, output_norm and output",
-                          t.name, t.name == "rope_freqs.weight" ? "RoPE frequency factors are "
-                                                                   "not supported"
-                                                                 : "not part of the model",
-                          c.n_layers));
+      in.fail(
+          fmt::format("unexpected tensor '{}' ({}): a llama model of {} blocks has "
+                      "token_embd, blk.N.{{attn_norm, attn_q, attn_k, attn_v, attn_output, "
+                      "ffn_norm, ffn_gate, ffn_up, ffn_down}}, output_norm and output",
+                      t.name,
+                      t.name == "rope_freqs.weight" ? "RoPE frequency factors are "
+                                                      "not supported"
+                                                    : "not part of the model",
+                      c.n_layers));
 
   LlamaWeights w;
   w.token_embedding = in.matrix(kGgufTokenEmbedding, c.vocab_size, c.dim);
@@ -279,7 +289,7 @@ GgufLlama gguf_llama_from(const io::GgufFile& file, const std::string& what) {
     blk.rms_ffn = in.vector(fmt::format("blk.{}.ffn_norm.weight", b), c.dim);
     for (int l = 0; l < kLinearsPerBlock; ++l) {
       const auto which = static_cast<BlockLinear>(l);
-      const Index rows = which == BlockLinear::kK || which == BlockLinear::kV ? c.kv_dim()
+      const Index rows = which == BlockLinear::kK || which == BlockLinear::kV     ? c.kv_dim()
                          : which == BlockLinear::kW1 || which == BlockLinear::kW3 ? c.hidden_dim
                                                                                   : c.dim;
       const Index cols = which == BlockLinear::kW2 ? c.hidden_dim : c.dim;
@@ -289,8 +299,10 @@ GgufLlama gguf_llama_from(const io::GgufFile& file, const std::string& what) {
   w.rms_final = in.vector(kGgufOutputNorm, c.dim);
   if (!c.shared_classifier) w.classifier = in.matrix(kGgufOutput, c.vocab_size, c.dim);
 
-  GgufLlama out{LlamaModel(c, std::move(w)), std::nullopt, {}, {}, {}};
+  GgufLlama out{LlamaModel(c, std::move(w)), std::nullopt, {}, {}, {}, {}};
   out.tokenizer = read_tokenizer(file, c.vocab_size, out.tokenizer_error);
+  for (const auto& [key, value] : file.metadata())
+    if (key.rfind("tokenizer.", 0) == 0) out.tokenizer_metadata.emplace_back(key, value);
   if (const io::GgufValue* name = file.find("general.name"))
     if (!name->is_array() && name->element_type() == io::GgufType::kString)
       out.name = name->get<std::string>();
@@ -302,17 +314,64 @@ GgufLlama load_gguf_llama(const std::string& path) {
   return gguf_llama_from(io::read_gguf(path), fmt::format("GGUF '{}'", path));
 }
 
+namespace {
+
+// The tokenizer in llama.cpp's vocabulary form (llama-vocab.cpp, LLAMA_VOCAB_TYPE_SPM).
+void write_tokenizer(io::GgufFile& f, const Tokenizer& tokenizer, int vocab) {
+  auto u32 = [&](const char* key, int v) {
+    f.set(key, io::GgufValue::scalar(static_cast<std::uint32_t>(v)));
+  };
+  std::vector<std::string> pieces(vocab);
+  std::vector<float> scores(vocab);
+  std::vector<std::int32_t> types(vocab, kTokenNormal);
+  for (int i = 0; i < vocab; ++i) {
+    std::string p = tokenizer.piece(i);
+    scores[i] = tokenizer.score(i);
+    if (i == Tokenizer::kUnk) {
+      types[i] = kTokenUnknown;
+    } else if (i == Tokenizer::kBos || i == Tokenizer::kEos) {
+      types[i] = kTokenControl;  // stored as "\n<s>\n" by llama2.c
+      if (p.size() >= 2 && p.front() == '\n' && p.back() == '\n') p = p.substr(1, p.size() - 2);
+    } else if (i < Tokenizer::kByteFallbackBase + kByteTokens) {
+      types[i] = kTokenByte;
+      if (p != byte_piece(i - Tokenizer::kByteFallbackBase))
+        throw InvalidArgument(
+            fmt::format("llama_to_gguf: token {} is '{}', expected the byte token {}", i, p,
+                        byte_piece(i - Tokenizer::kByteFallbackBase)));
+    } else {
+      p = replace_all(p, " ", kSpaceMarker);
+    }
+    pieces[i] = std::move(p);
+  }
+  f.set("tokenizer.ggml.model", io::GgufValue::string("llama"));
+  f.set("tokenizer.ggml.tokens", io::GgufValue::array(std::move(pieces)));
+  f.set("tokenizer.ggml.scores", io::GgufValue::array(std::move(scores)));
+  f.set("tokenizer.ggml.token_type", io::GgufValue::array(std::move(types)));
+  u32("tokenizer.ggml.bos_token_id", Tokenizer::kBos);
+  u32("tokenizer.ggml.eos_token_id", Tokenizer::kEos);
+  u32("tokenizer.ggml.unknown_token_id", Tokenizer::kUnk);
+  f.set("tokenizer.ggml.add_bos_token", io::GgufValue::scalar(true));
+  f.set("tokenizer.ggml.add_eos_token", io::GgufValue::scalar(false));
+}
+
+}  // namespace
+
 io::GgufFile llama_to_gguf(const LlamaModel& model, const Tokenizer& tokenizer,
+                           const LlamaGgufOptions& options) {
+  return llama_to_gguf(model, &tokenizer, options);
+}
+
+io::GgufFile llama_to_gguf(const LlamaModel& model, const Tokenizer* tokenizer,
                            const LlamaGgufOptions& options) {
   const LlamaConfig& c = model.config();
   const GgmlType ft = options.float_type;
   if (ft != GgmlType::kF32 && ft != GgmlType::kF16 && ft != GgmlType::kBF16)
-    throw InvalidArgument(fmt::format("llama_to_gguf: float type {} is not f32, f16 or bf16",
-                                      to_string(ft)));
-  if (tokenizer.vocab_size() != c.vocab_size)
+    throw InvalidArgument(
+        fmt::format("llama_to_gguf: float type {} is not f32, f16 or bf16", to_string(ft)));
+  if (tokenizer && tokenizer->vocab_size() != c.vocab_size)
     throw InvalidArgument(fmt::format("llama_to_gguf: the tokenizer has {} tokens, the model {}",
-                                      tokenizer.vocab_size(), c.vocab_size));
-  if (c.vocab_size < Tokenizer::kByteFallbackBase + kByteTokens)
+                                      tokenizer->vocab_size(), c.vocab_size));
+  if (tokenizer && c.vocab_size < Tokenizer::kByteFallbackBase + kByteTokens)
     throw InvalidArgument("llama_to_gguf: the vocabulary has no room for the 256 byte tokens");
 
   io::GgufFile f;
@@ -333,38 +392,22 @@ io::GgufFile llama_to_gguf(const LlamaModel& model, const Tokenizer& tokenizer,
   f.set("llama.attention.layer_norm_rms_epsilon", io::GgufValue::scalar(c.rms_eps));
   f.set("llama.rope.freq_base", io::GgufValue::scalar(c.rope_theta));
 
-  // The tokenizer in llama.cpp's vocabulary form (llama-vocab.cpp, LLAMA_VOCAB_TYPE_SPM).
-  std::vector<std::string> pieces(c.vocab_size);
-  std::vector<float> scores(c.vocab_size);
-  std::vector<std::int32_t> types(c.vocab_size, kTokenNormal);
-  for (int i = 0; i < c.vocab_size; ++i) {
-    std::string p = tokenizer.piece(i);
-    scores[i] = tokenizer.score(i);
-    if (i == Tokenizer::kUnk) {
-      types[i] = kTokenUnknown;
-    } else if (i == Tokenizer::kBos || i == Tokenizer::kEos) {
-      types[i] = kTokenControl;  // stored as "\n<s>\n" by llama2.c
-      if (p.size() >= 2 && p.front() == '\n' && p.back() == '\n') p = p.substr(1, p.size() - 2);
-    } else if (i < Tokenizer::kByteFallbackBase + kByteTokens) {
-      types[i] = kTokenByte;
-      if (p != byte_piece(i - Tokenizer::kByteFallbackBase))
+  if (tokenizer) {
+    write_tokenizer(f, *tokenizer, c.vocab_size);
+  } else {
+    bool has_model = false;
+    for (const auto& [key, value] : options.tokenizer_metadata) {
+      if (key.rfind("tokenizer.", 0) != 0)
         throw InvalidArgument(fmt::format(
-            "llama_to_gguf: token {} is '{}', expected the byte token {}", i, p,
-            byte_piece(i - Tokenizer::kByteFallbackBase)));
-    } else {
-      p = replace_all(p, " ", kSpaceMarker);
+            "llama_to_gguf: tokenizer metadata key '{}' is not a tokenizer.* key", key));
+      has_model = has_model || key == "tokenizer.ggml.model";
+      f.set(key, value);
     }
-    pieces[i] = std::move(p);
+    if (!has_model)
+      throw InvalidArgument(
+          "llama_to_gguf: no tokenizer: give a Tokenizer or tokenizer metadata with "
+          "tokenizer.ggml.model (llama.cpp cannot load a model without a vocabulary)");
   }
-  f.set("tokenizer.ggml.model", io::GgufValue::string("llama"));
-  f.set("tokenizer.ggml.tokens", io::GgufValue::array(std::move(pieces)));
-  f.set("tokenizer.ggml.scores", io::GgufValue::array(std::move(scores)));
-  f.set("tokenizer.ggml.token_type", io::GgufValue::array(std::move(types)));
-  u32("tokenizer.ggml.bos_token_id", Tokenizer::kBos);
-  u32("tokenizer.ggml.eos_token_id", Tokenizer::kEos);
-  u32("tokenizer.ggml.unknown_token_id", Tokenizer::kUnk);
-  f.set("tokenizer.ggml.add_bos_token", io::GgufValue::scalar(true));
-  f.set("tokenizer.ggml.add_eos_token", io::GgufValue::scalar(false));
   for (const auto& [key, value] : options.metadata) f.set(key, value);
 
   std::set<std::string> used;
@@ -379,8 +422,7 @@ io::GgufFile llama_to_gguf(const LlamaModel& model, const Tokenizer& tokenizer,
       return;
     }
     const std::vector<std::uint8_t> bytes = encode_ggml_float(is_norm ? GgmlType::kF32 : ft, w);
-    f.add_tensor(name, is_norm ? GgmlType::kF32 : ft, std::move(shape), bytes.data(),
-                 bytes.size());
+    f.add_tensor(name, is_norm ? GgmlType::kF32 : ft, std::move(shape), bytes.data(), bytes.size());
   };
   const LlamaWeights& w = model.weights();
   add(kGgufTokenEmbedding, w.token_embedding, false);
@@ -401,6 +443,11 @@ io::GgufFile llama_to_gguf(const LlamaModel& model, const Tokenizer& tokenizer,
 }
 
 void write_gguf_llama(const std::string& path, const LlamaModel& model, const Tokenizer& tokenizer,
+                      const LlamaGgufOptions& options) {
+  io::write_gguf(path, llama_to_gguf(model, &tokenizer, options));
+}
+
+void write_gguf_llama(const std::string& path, const LlamaModel& model, const Tokenizer* tokenizer,
                       const LlamaGgufOptions& options) {
   io::write_gguf(path, llama_to_gguf(model, tokenizer, options));
 }

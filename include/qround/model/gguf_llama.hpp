@@ -42,7 +42,10 @@ struct GgufLlama {
   LlamaModel model;
   std::optional<Tokenizer> tokenizer;  // empty when the vocabulary is not one qround can run
   std::string tokenizer_error;         // why it is empty
-  std::string name;                    // general.name, may be empty
+  // Every tokenizer.* key as the file stores it, whether or not qround runs that tokenizer: a
+  // model quantized from this file carries it on unchanged (LlamaGgufOptions::tokenizer_metadata).
+  std::vector<std::pair<std::string, io::GgufValue>> tokenizer_metadata;
+  std::string name;  // general.name, may be empty
   // Every tensor's type as stored, in file order (a quantized input is dequantized on load).
   std::vector<std::pair<std::string, GgmlType>> tensor_types;
 };
@@ -67,10 +70,13 @@ struct LlamaGgufOptions {
   GgmlType float_type = GgmlType::kF32;
   // Tensors given as bytes, by GGUF name (e.g. "blk.0.attn_q.weight"); shapes are the model's.
   std::map<std::string, GgufTensorBytes> tensors;
-  std::string name;                       // general.name (omitted when empty)
+  std::string name;                        // general.name (omitted when empty)
   std::optional<std::uint32_t> file_type;  // general.file_type (llama_ftype), when known
   // Further metadata, written after the model's (e.g. how qround quantized it).
   std::vector<std::pair<std::string, io::GgufValue>> metadata;
+  // Without a Tokenizer: the tokenizer.* keys to write verbatim (a vocabulary qround cannot run,
+  // e.g. a BPE one, read by load_gguf_llama); the engine tokenizes as the original file did.
+  std::vector<std::pair<std::string, io::GgufValue>> tokenizer_metadata;
 };
 
 // The model and tokenizer as a llama GGUF (the tokenizer must have the vocabulary size and the
@@ -78,8 +84,14 @@ struct LlamaGgufOptions {
 // `tensors` or bytes that are not the size of that tensor in that type.
 io::GgufFile llama_to_gguf(const LlamaModel& model, const Tokenizer& tokenizer,
                            const LlamaGgufOptions& options = {});
+// The same with the tokenizer optional: null writes options.tokenizer_metadata verbatim
+// (InvalidArgument when that is empty too, or lacks tokenizer.ggml.model).
+io::GgufFile llama_to_gguf(const LlamaModel& model, const Tokenizer* tokenizer,
+                           const LlamaGgufOptions& options);
 // write_gguf(path, llama_to_gguf(...)): atomic.
 void write_gguf_llama(const std::string& path, const LlamaModel& model, const Tokenizer& tokenizer,
                       const LlamaGgufOptions& options = {});
+void write_gguf_llama(const std::string& path, const LlamaModel& model, const Tokenizer* tokenizer,
+                      const LlamaGgufOptions& options);
 
 }  // namespace qround::model
