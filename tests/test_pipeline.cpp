@@ -161,8 +161,8 @@ TEST(Pipeline, MixedPrecisionAllocatesWithinTheBudget) {
     o.sequential = false;
     const ModelQuantization one_shot = quantize_model(fresh, o);
     for (Index i = 0; i < 3; ++i) {
-      const double expect = one_shot.layers[static_cast<std::size_t>(i)].quantized.report
-                                .relative_loss;
+      const double expect =
+          one_shot.layers[static_cast<std::size_t>(i)].quantized.report.relative_loss;
       EXPECT_NEAR(table.sensitivity(i, static_cast<Index>(j)), expect, 1e-9 * expect + 1e-15)
           << i << " " << table.bits[j];
     }
@@ -183,9 +183,9 @@ TEST(Pipeline, MixedPrecisionAllocatesWithinTheBudget) {
   EXPECT_THROW(choose(front, Budget::bits_per_weight(hi * 1.01)), InvalidArgument);
 
   // Halfway between the storage of every layer at 3 bits and every layer at 4 bits.
-  const double middle = 0.5 * static_cast<double>(table.cost_bits.col(1).sum() +
-                                                  table.cost_bits.col(2).sum()) /
-                        front.total_weights;
+  const double middle =
+      0.5 * static_cast<double>(table.cost_bits.col(1).sum() + table.cost_bits.col(2).sum()) /
+      front.total_weights;
   const AllocationPoint& chosen = choose(front, Budget::bits_per_weight(middle));
   EXPECT_GT(std::set<int>(chosen.bits.begin(), chosen.bits.end()).size(), 1u);
   SequentialOptions o = rtn(4);
@@ -196,19 +196,19 @@ TEST(Pipeline, MixedPrecisionAllocatesWithinTheBudget) {
     const Grid& g = mixed.layers[i].quantized.grid;
     EXPECT_EQ(g.bits, chosen.bits[i]) << i;
     EXPECT_EQ(g.symmetric, chosen.bits[i] == 8) << i;  // 8 bits is made symmetric
-    bits += static_cast<double>(table.cost_bits(static_cast<Index>(i),
-                                                std::find(table.bits.begin(), table.bits.end(),
-                                                          chosen.bits[i]) -
-                                                    table.bits.begin()));
+    bits += static_cast<double>(table.cost_bits(
+        static_cast<Index>(i),
+        std::find(table.bits.begin(), table.bits.end(), chosen.bits[i]) - table.bits.begin()));
   }
   EXPECT_NEAR(bits_per_weight(mixed), chosen.bits_per_weight, 1e-9);
   EXPECT_NEAR(bits_per_weight(mixed), bits / front.total_weights, 1e-3);
   EXPECT_LE(bits_per_weight(mixed), middle + 1e-9);
-  EXPECT_THROW(quantize_model(model, [&] {
-                 SequentialOptions bad = rtn(4);
-                 bad.per_layer = per_layer_bits({"A", "B"}, {2, 3});
-                 return bad;
-               }()),
+  EXPECT_THROW(quantize_model(model,
+                              [&] {
+                                SequentialOptions bad = rtn(4);
+                                bad.per_layer = per_layer_bits({"A", "B"}, {2, 3});
+                                return bad;
+                              }()),
                InvalidArgument);
 }
 
@@ -274,7 +274,7 @@ EndToEnd quantize_and_eval(const RealSetup& s, Method method, int bits, int iter
   for (const auto& l : r.layers) {
     const PackedMatrix* p = q.packed_linear(static_cast<int>(l.layer));
     EXPECT_NE(p, nullptr) << l.name;
-      if (p) {
+    if (p) {
       EXPECT_EQ(p->unpack_codes(), l.quantized.codes) << l.name;
     }
   }
@@ -339,6 +339,37 @@ TEST(PipelineLlama2c, SequentialAndOneShotCalibrationDiffer) {
     differ += rs.layers[i].quantized.report.loss != ro.layers[i].quantized.report.loss;
   }
   EXPECT_EQ(differ, 32);
+}
+
+// The adapter's block checkpoints (resuming a window where its last run entered a block) change
+// the cost of sequential calibration, never its result: the same bits as rerunning every window
+// from its embedding, with the quantized model's and the float model's runs (asymmetric target).
+TEST(PipelineLlama2c, BlockCheckpointsGiveTheSameBits) {
+  QROUND_REQUIRE_MODEL_DATA(dir);
+  const RealSetup s = real_setup(dir);
+  SequentialOptions o;
+  o.round.method = Method::kGptq;
+  o.round.grid = GridSpec::with_group_size(3, 32);
+  o.asymmetric_target = true;
+  std::vector<ModelQuantization> results;
+  std::vector<model::LlamaModel> models;
+  for (std::size_t budget : {std::size_t{0}, std::size_t{1} << 30}) {
+    model::LlamaModel m = s.float_model;
+    model::LlamaAdapterOptions ao;
+    ao.checkpoint_bytes = budget;
+    model::LlamaQuantizable adapter(m, s.calib, ao);
+    results.push_back(quantize_model(adapter, o));
+    models.push_back(std::move(m));
+  }
+  ASSERT_EQ(results[0].layers.size(), results[1].layers.size());
+  for (std::size_t i = 0; i < results[0].layers.size(); ++i) {
+    EXPECT_EQ(results[0].layers[i].quantized.codes, results[1].layers[i].quantized.codes) << i;
+    EXPECT_EQ(results[0].layers[i].quantized.report.loss,
+              results[1].layers[i].quantized.report.loss)
+        << i;
+  }
+  const std::vector<int>& w = s.calib.front();
+  EXPECT_EQ(models[0].forward(w), models[1].forward(w));
 }
 
 }  // namespace

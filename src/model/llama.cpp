@@ -224,10 +224,12 @@ bool LlamaModel::run_block(int l, MatrixF& x, const LinearInputFn& observe) cons
   return block_forward<float>(config_, rope_, params, x, apply);
 }
 
-void LlamaModel::forward_block(int l, MatrixF& x) const {
+void LlamaModel::forward_block(int l, MatrixF& x) const { forward_block(l, x, {}); }
+
+bool LlamaModel::forward_block(int l, MatrixF& x, const LinearInputFn& observe) const {
   if (l < 0 || l >= config_.n_layers)
     throw InvalidArgument(fmt::format("block {} outside [0, {})", l, config_.n_layers));
-  run_block(l, x, {});
+  return run_block(l, x, observe);
 }
 
 MatrixF LlamaModel::logits(const MatrixF& hidden) const { return head(hidden, {}); }

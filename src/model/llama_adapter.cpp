@@ -9,7 +9,9 @@ namespace qround::model {
 LlamaQuantizable::LlamaQuantizable(LlamaModel& model,
                                    std::vector<std::vector<int>> calibration_windows,
                                    LlamaAdapterOptions options)
-    : model_(model), float_model_(model), windows_(std::move(calibration_windows)),
+    : model_(model),
+      float_model_(model),
+      windows_(std::move(calibration_windows)),
       options_(options) {
   options_.pack.validate();
   if (windows_.empty()) throw InvalidArgument("no calibration windows");
@@ -28,6 +30,15 @@ LlamaQuantizable::LlamaQuantizable(LlamaModel& model,
       adapter_index_[i] = static_cast<Index>(linears_.size());
       linears_.push_back(i);
     }
+  const LlamaConfig& c = model.config();
+  const double bytes = 2.0 * static_cast<double>(windows_.size()) * c.seq_len * c.dim * 4.0;
+  checkpointing_ = bytes <= static_cast<double>(options_.checkpoint_bytes);
+  for (auto& per_window : checkpoints_) per_window.resize(windows_.size());
+  block_edited_.assign(c.n_layers, 0);
+}
+
+void LlamaQuantizable::edited(int linear_index) {
+  block_edited_[linear_index / kLinearsPerBlock] = ++edits_;
 }
 
 int LlamaQuantizable::model_index(Index layer) const {
@@ -66,13 +77,33 @@ std::vector<std::vector<Index>> LlamaQuantizable::stages() const {
 
 void LlamaQuantizable::run(Index batch, ModelWeights weights, const LayerInputFn& on_input) {
   if (batch < 0 || batch >= calibration_batches())
-    throw InvalidArgument(fmt::format("calibration batch {} outside [0, {})", batch,
-                                      calibration_batches()));
+    throw InvalidArgument(
+        fmt::format("calibration batch {} outside [0, {})", batch, calibration_batches()));
   const LlamaModel& m = weights == ModelWeights::kFloat ? float_model_ : model_;
-  m.forward(windows_[batch], [&](int index, const MatrixFRef& x) {
+  const LinearInputFn observe = [&](int index, const MatrixFRef& x) {
     const Index a = adapter_index_[index];
     return a < 0 || on_input(a, x);  // layers not exposed are passed by
-  });
+  };
+  if (!checkpointing_) {
+    m.forward(windows_[batch], observe);
+    return;
+  }
+  // Resume from the window's checkpoint when nothing before its block changed since (the float
+  // model never changes).
+  Checkpoint& cp = checkpoints_[weights == ModelWeights::kFloat ? 0 : 1][batch];
+  bool resume = cp.block >= 0;
+  for (int b = 0; resume && weights != ModelWeights::kFloat && b < cp.block; ++b)
+    resume = block_edited_[b] < cp.taken;
+  MatrixF x = resume ? cp.hidden : m.embed(windows_[batch]);
+  for (int l = resume ? cp.block : 0; l < m.config().n_layers; ++l) {
+    if (l != cp.block || !resume) {
+      cp.block = l;
+      cp.taken = edits_ + 1;  // valid while every earlier block's last edit is older
+      cp.hidden = x;
+    }
+    resume = false;
+    if (!m.forward_block(l, x, observe)) return;
+  }
 }
 
 MatrixF LlamaQuantizable::float_weights(Index layer) const {
@@ -81,6 +112,7 @@ MatrixF LlamaQuantizable::float_weights(Index layer) const {
 
 void LlamaQuantizable::replace(Index layer, const QuantizedLayer& quantized) {
   const int i = model_index(layer);
+  edited(i);
   if (options_.packed)
     model_.set_linear_packed(i, std::make_shared<const PackedMatrix>(quantized, options_.pack),
                              options_.compute);
@@ -90,6 +122,7 @@ void LlamaQuantizable::replace(Index layer, const QuantizedLayer& quantized) {
 
 void LlamaQuantizable::restore(Index layer) {
   const int i = model_index(layer);
+  edited(i);
   model_.set_linear(i, float_model_.linear(i));
 }
 

@@ -107,6 +107,9 @@ class LlamaModel {
   // hidden state.
   MatrixF embed(const std::vector<int>& tokens) const;
   void forward_block(int l, MatrixF& x) const;
+  // The same with `observe` seeing each of the block's linear inputs (indices as in forward);
+  // false when it stopped the pass (x is then unspecified).
+  bool forward_block(int l, MatrixF& x, const LinearInputFn& observe) const;
   MatrixF logits(const MatrixF& hidden) const;
   const RopeTable& rope() const { return rope_; }
 

@@ -1,7 +1,9 @@
-// A Llama model (qround/model/llama.hpp) as a QuantizableModel: linear layers in execution order, stages
-// {wq, wk, wv}, {wo}, {w1, w3}, {w2} per block, calibration batches = token windows.
+// A Llama model (qround/model/llama.hpp) as a QuantizableModel: linear layers in execution order,
+// stages {wq, wk, wv}, {wo}, {w1, w3}, {w2} per block, calibration batches = token windows.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -20,6 +22,12 @@ struct LlamaAdapterOptions {
   // order; empty: all of them. The others keep whatever weights the model has (e.g. a tensor a
   // file format stores as f16 because its rows do not fit the format's blocks).
   std::vector<int> linears;
+  // Sequential calibration re-runs each window up to the stage being calibrated. With room for
+  // every window's hidden state (windows × seq_len × dim floats, twice with the float model's
+  // runs) within this many bytes, each run starts from the state entering the last block it
+  // reached, kept while no layer before that block has changed since; 0 disables it. The result
+  // is the same bits either way.
+  std::size_t checkpoint_bytes = std::size_t{1} << 30;
 };
 
 class LlamaQuantizable : public QuantizableModel {
@@ -28,13 +36,11 @@ class LlamaQuantizable : public QuantizableModel {
   // the kFloat runs and restore().
   // Each calibration window starts with BOS and holds at most seq_len tokens.
   LlamaQuantizable(LlamaModel& model, std::vector<std::vector<int>> calibration_windows,
-                     LlamaAdapterOptions options = {});
+                   LlamaAdapterOptions options = {});
 
   std::vector<LinearLayerInfo> layers() const override;
   std::vector<std::vector<Index>> stages() const override;
-  Index calibration_batches() const override {
-    return static_cast<Index>(windows_.size());
-  }
+  Index calibration_batches() const override { return static_cast<Index>(windows_.size()); }
   void run(Index batch, ModelWeights weights, const LayerInputFn& on_input) override;
   MatrixF float_weights(Index layer) const override;
   void replace(Index layer, const QuantizedLayer& quantized) override;
@@ -47,9 +53,21 @@ class LlamaQuantizable : public QuantizableModel {
   LlamaModel float_model_;
   std::vector<std::vector<int>> windows_;
   LlamaAdapterOptions options_;
-  std::vector<int> linears_;         // adapter layer → model linear index, execution order
+  std::vector<int> linears_;          // adapter layer → model linear index, execution order
   std::vector<Index> adapter_index_;  // model linear index → adapter layer, −1 when not exposed
   int model_index(Index layer) const;
+
+  // The hidden state of one window entering `block`, computed when the edit count was `taken`.
+  struct Checkpoint {
+    int block = -1;
+    std::uint64_t taken = 0;
+    MatrixF hidden;
+  };
+  bool checkpointing_ = false;
+  std::vector<Checkpoint> checkpoints_[2];   // [float, current] × window
+  std::vector<std::uint64_t> block_edited_;  // per block: the edit count of its last change
+  std::uint64_t edits_ = 0;
+  void edited(int linear_index);
 };
 
 }  // namespace qround::model
