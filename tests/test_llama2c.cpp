@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -17,12 +17,11 @@ namespace qround::model {
 namespace {
 
 void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-std::string temp_path(const char* name) {
-  return ::testing::TempDir() + "/qround_llama2c_" + name;
-}
+std::string temp_path(const char* name) { return ::testing::TempDir() + "/qround_llama2c_" + name; }
 
 // 1.7513 nats/token on the first 60 000 characters is the figure of an independent fp32 evaluator
 // (data/SOURCES.md); the whole file (1.8987) is checked by the CLI run in the report, not here,
@@ -165,6 +164,36 @@ TEST(Llama2c, MalformedCheckpointsRaiseIoError) {
   expect_io_error(nan, "NaN weight");
   EXPECT_THROW(load_llama2c(temp_path("missing.bin")), IoError);
   std::remove(path.c_str());
+}
+
+// An embedding scaled by 1e30 is finite but its mean square is not: the forward pass would
+// normalise every token to zeros and report NLL = ln(vocab) for any model. Refused by row, at
+// load and when the embedding is replaced.
+TEST(Llama2c, AnEmbeddingWhoseMeanSquareOverflowsIsRefused) {
+  QROUND_REQUIRE_MODEL_DATA(dir);
+  std::string bytes = ::qround::testing::slurp(dir + "/stories260K.bin");
+  const std::string path = temp_path("huge_embedding.bin");
+  // The embedding follows the 28-byte header; scale row 5 (64 floats) by 1e30.
+  for (int i = 5 * 64; i < 6 * 64; ++i) {
+    float v;
+    std::memcpy(&v, &bytes[28 + 4 * i], 4);
+    v = v * 1e30f + (v == 0.0f ? 1e30f : 0.0f);
+    std::memcpy(&bytes[28 + 4 * i], &v, 4);
+  }
+  write_bytes(path, bytes);
+  try {
+    load_llama2c(path);
+    ADD_FAILURE() << "loaded an embedding row whose mean square overflows";
+  } catch (const NumericalError& e) {
+    EXPECT_NE(std::string(e.what()).find("token embedding row 5"), std::string::npos) << e.what();
+  }
+  std::remove(path.c_str());
+  LlamaModel m = load_llama2c(dir + "/stories260K.bin");
+  MatrixF e = m.weights().token_embedding;
+  e.row(7) *= 1e30f;
+  EXPECT_THROW(m.set_token_embedding(e), NumericalError);
+  e.row(7) /= 1e30f;
+  EXPECT_NO_THROW(m.set_token_embedding(e));
 }
 
 TEST(Llama2c, MalformedTokenizersRaiseIoError) {

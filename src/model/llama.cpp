@@ -78,6 +78,24 @@ void LlamaConfig::validate(const char* source) const {
     throw IoError(fmt::format("{}: RoPE base {} must be a finite number > 1", source, rope_theta));
 }
 
+namespace {
+
+// A token embedding row whose mean square overflows float would reach block 0's RMSNorm as
+// 1/√∞ = 0: every such token's logits become equal and the NLL a silent ln(vocab). Refused by
+// row, as the forward pass computes it (float, Σx²/dim).
+void require_normable_embedding(const MatrixFRef& e) {
+  for (Index r = 0; r < e.rows(); ++r) {
+    const float ms = e.row(r).squaredNorm() / static_cast<float>(e.cols());
+    if (!std::isfinite(ms))
+      throw NumericalError(fmt::format(
+          "token embedding row {}: its mean square overflows float (largest |value| {:g}); the "
+          "forward pass's RMSNorm would turn it into zeros",
+          r, e.row(r).cwiseAbs().maxCoeff()));
+  }
+}
+
+}  // namespace
+
 LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
     : config_(config), weights_(std::move(weights)) {
   config_.validate();
@@ -89,6 +107,7 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
   };
   expect("token embedding", weights_.token_embedding.rows(), weights_.token_embedding.cols(),
          c.vocab_size, c.dim);
+  require_normable_embedding(weights_.token_embedding);
   if (static_cast<int>(weights_.blocks.size()) != c.n_layers)
     throw InvalidArgument(
         fmt::format("llama weights: {} blocks, expected {}", weights_.blocks.size(), c.n_layers));
@@ -171,6 +190,7 @@ void LlamaModel::set_token_embedding(const MatrixFRef& w) {
   if (w.rows() != old.rows() || w.cols() != old.cols())
     throw InvalidArgument(fmt::format("token embedding: new weights are {}×{}, expected {}×{}",
                                       w.rows(), w.cols(), old.rows(), old.cols()));
+  require_normable_embedding(w);
   weights_.token_embedding = w;
 }
 
